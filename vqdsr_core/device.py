@@ -1,0 +1,55 @@
+"""One place for device and precision choice."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with AVX512-BF16 or AMX-BF16 (bf16 matmuls/convs run natively in oneDNN)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_device(device: str | torch.device = "auto", *, func: str = "vqdsr_core") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; otherwise the named device, checked to exist."""
+    if isinstance(device, torch.device):
+        dev = device
+    elif device == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"{func}: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{func}: device {str(dev)!r} requested but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{func}: {str(dev)!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
+    elif dev.type != "cpu":
+        raise ValueError(f"{func}: unsupported device {str(dev)!r} (use 'auto', 'cpu' or 'cuda[:N]')")
+    return dev
+
+
+def pick_dtype(precision: str, device: torch.device, *, func: str = "vqdsr_core") -> torch.dtype:
+    """``"auto"`` -> fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{func}: precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ValueError(f"{func}: fp16 is not supported on CPU; use 'bf16' or 'fp32'")
+    return dtype
