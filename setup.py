@@ -37,7 +37,7 @@ setup(
         "train": train,
         "trt": ["torch-tensorrt==2.14.0"],
         "demo": ["vapoursynth-bestsource"],
-        "dev": train + ["pytest>=8", "pytest-timeout>=2", "ruff>=0.6", "vapoursynth-bestsource", "vapoursynth-lsmas"],
+        "dev": [*train, "pytest>=8", "pytest-timeout>=2", "ruff>=0.6", "vapoursynth-bestsource", "vapoursynth-lsmas"],
     },
     entry_points={"console_scripts": ["vqdsr = vqdsr_core.cli:main"]},
 )

@@ -10,10 +10,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import pkgutil
 import sys
 
-# modules that define subcommands (each has register(subparsers))
-COMMAND_MODULES: tuple[str, ...] = ()
+
+def command_modules() -> list[str]:
+    """Every module of ``vqdsr_core.commands`` (each has ``register(subparsers)``), in name order."""
+    from . import commands
+
+    return sorted(f"{commands.__name__}.{m.name}" for m in pkgutil.iter_modules(commands.__path__))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in command_modules():
         importlib.import_module(name).register(sub)
     return parser
 

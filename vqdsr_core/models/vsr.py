@@ -125,7 +125,7 @@ class RecurrentVSRNet(nn.Module):
         b, n, c, h, w = clip.shape
         if c != 3:
             raise ValueError(f"RecurrentVSRNet.forward: expected 3 channels, got shape {tuple(clip.shape)}")
-        clip, (ph, pw) = pad_to_modulus(clip.flatten(0, 1), MODULUS)
+        clip, _ = pad_to_modulus(clip.flatten(0, 1), MODULUS)
         clip = clip.unflatten(0, (b, n))
         state, prev_sr = self.init_state(clip[:, 0])
         outs = []
