@@ -1,0 +1,299 @@
+"""VQD-SR's multi-scale VQGAN (taming style), the degradation model that turns clean LR clips into "real" ones.
+
+A shared trunk encodes the image to f2 and f4 (features at 1/2 and 1/4 resolution); the top branch goes on to f8
+with attention, the middle branch encodes f4 and the bottom branch f2. All three latents are quantised with ONE shared
+codebook. The top decoder upsamples f8 -> f1 and adds the middle decoder's output at f4 and the bottom decoder's at
+f2. ``multiscale=False`` is the top-only model of training stage 1; its parameter names are a subset of the
+multi-scale model's, so ``init_from_top`` can copy every tensor.
+
+Everything the reference keeps in its ``top`` ModuleList (trunk, top branch, codebook, shared decoder) lives in
+``self.top``; stage 2 trains those with LR x 0.25 (``shared_parameters``), everything else at full LR
+(``branch_parameters``: conv_in, mid/bottom branches, norm_out, conv_out, as in the reference).
+Width C=128 gives 121.21M parameters (multi-scale) and 56.87M (top only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .quantize import VectorQuantizer, check_k, code_usage
+
+DOWN = 8  # total downsampling of the top branch; inputs must be multiples of this
+BRANCHES = ("top", "mid", "bot")
+
+
+def norm(ch: int) -> nn.GroupNorm:
+    return nn.GroupNorm(32, ch, eps=1e-6, affine=True)
+
+
+def conv3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, 1, 1)
+
+
+class ResnetBlock(nn.Module):
+    """GN -> swish -> conv3x3 -> GN -> swish -> dropout -> conv3x3, plus identity (channels unchanged)."""
+
+    def __init__(self, ch: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = norm(ch), conv3(ch, ch)
+        self.norm2, self.conv2 = norm(ch), conv3(ch, ch)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return x + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head spatial self-attention over all H*W positions (1x1 q/k/v/proj, softmax scaled by C^-1/2)."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.norm = norm(ch)
+        self.q, self.k, self.v, self.proj_out = (nn.Conv2d(ch, ch, 1) for _ in range(4))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        y = self.norm(x)
+        q, k, v = (m(y).view(b, 1, c, h * w).transpose(2, 3) for m in (self.q, self.k, self.v))  # (B, 1, HW, C)
+        a = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(C)) v
+        return x + self.proj_out(a.transpose(2, 3).reshape(b, c, h, w))
+
+
+class Downsample(nn.Module):
+    """Pad (0, 1, 0, 1), then conv3x3 stride 2: (B, cin, H, W) -> (B, cout, H/2, W/2)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, 2, 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    """conv3x3 cin -> 4*cout, then PixelShuffle(2): (B, cin, H, W) -> (B, cout, 2H, 2W)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv = conv3(cin, 4 * cout)
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.shuffle(self.conv(x))
+
+
+def basic_block(ch: int, dropout: float) -> nn.Sequential:
+    """BasicBlock: two ResnetBlocks at ``ch`` channels."""
+    return nn.Sequential(ResnetBlock(ch, dropout), ResnetBlock(ch, dropout))
+
+
+def attn_res(ch: int, dropout: float) -> list[nn.Module]:
+    """2 x [attention + ResnetBlock]."""
+    return [AttnBlock(ch), ResnetBlock(ch, dropout), AttnBlock(ch), ResnetBlock(ch, dropout)]
+
+
+def latent_head(ch: int, embed_dim: int) -> list[nn.Module]:
+    """GN -> swish -> conv3x3 to the codebook dimension (the encoders' output)."""
+    return [norm(ch), nn.SiLU(), conv3(ch, embed_dim)]
+
+
+class MultiScaleVQGAN(nn.Module):
+    """Multi-scale VQGAN: shared trunk, top/mid/bottom encoders, one codebook, decoder fed at f8, f4 and f2."""
+
+    def __init__(
+        self, width: int = 128, embed_dim: int = 256, n_embed: int = 1024, multiscale: bool = True, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if width < 32 or width % 32:
+            raise ValueError(f"MultiScaleVQGAN: width must be a positive multiple of 32 (GroupNorm), got {width}")
+        if embed_dim < 1 or n_embed < 1:
+            raise ValueError(f"MultiScaleVQGAN: embed_dim and n_embed must be >= 1, got {embed_dim}, {n_embed}")
+        c, e, p = width, embed_dim, dropout
+        self.width, self.embed_dim, self.n_embed, self.multiscale = c, e, n_embed, bool(multiscale)
+
+        self.conv_in = conv3(3, c)
+        self.top = nn.ModuleDict(
+            {
+                # shared trunk
+                "enc_f1": basic_block(c, p),  # (B, C, H, W)
+                "enc_f2": nn.Sequential(Downsample(c, c), basic_block(c, p)),  # (B, C, H/2, W/2) -> bottom branch
+                "enc_f4": nn.Sequential(Downsample(c, 2 * c), basic_block(2 * c, p)),  # (B, 2C, H/4) -> middle branch
+                # top encoder: f4 -> f8 latent (B, E, H/8, W/8)
+                "enc_top": nn.Sequential(
+                    Downsample(2 * c, 2 * c),
+                    basic_block(2 * c, p),
+                    conv3(2 * c, 4 * c),
+                    basic_block(4 * c, p),
+                    *attn_res(4 * c, p),
+                    *latent_head(4 * c, e),
+                ),
+                "quantize": VectorQuantizer(n_embed, e, beta=0.25),
+                # top decoder: latent f8 -> (B, 2C, H/8) -> (B, 2C, H/4)
+                "dec_top": nn.Sequential(
+                    conv3(e, 4 * c), *attn_res(4 * c, p), conv3(4 * c, 2 * c), basic_block(2 * c, p)
+                ),
+                "dec_f4": nn.Sequential(basic_block(2 * c, p), Upsample(2 * c, 2 * c)),
+                # shared decoder: (+ mid) f4 -> f2, (+ bottom) f2 -> f1, final BasicBlock
+                "dec_f2": nn.Sequential(basic_block(2 * c, p), Upsample(2 * c, c)),
+                "dec_f1": nn.Sequential(basic_block(c, p), Upsample(c, c)),
+                "dec_out": basic_block(c, p),
+            }
+        )
+        if self.multiscale:
+            # middle branch: f4 features (2C) -> latent (B, E, H/4, W/4) -> decoder output (B, 2C, H/4, W/4)
+            self.enc_mid = nn.Sequential(
+                conv3(2 * c, 2 * c), basic_block(2 * c, p), conv3(2 * c, 4 * c), basic_block(4 * c, p),
+                *latent_head(4 * c, e),
+            )  # fmt: skip
+            self.dec_mid = nn.Sequential(
+                conv3(e, 4 * c), basic_block(4 * c, p), conv3(4 * c, 2 * c), basic_block(2 * c, p), conv3(2 * c, 2 * c)
+            )
+            # bottom branch: f2 features (C) -> latent (B, E, H/2, W/2) -> decoder output (B, C, H/2, W/2)
+            self.enc_bot = nn.Sequential(
+                conv3(c, 2 * c), basic_block(2 * c, p), conv3(2 * c, 2 * c), basic_block(2 * c, p),
+                conv3(2 * c, 4 * c), basic_block(4 * c, p), *latent_head(4 * c, e),
+            )  # fmt: skip
+            self.dec_bot = nn.Sequential(
+                conv3(e, 4 * c), basic_block(4 * c, p), conv3(4 * c, 2 * c), basic_block(2 * c, p),
+                conv3(2 * c, 2 * c), basic_block(2 * c, p), conv3(2 * c, c),
+            )  # fmt: skip
+        self.norm_out = norm(c)
+        self.conv_out = conv3(c, 3)
+
+    @property
+    def quantize(self) -> VectorQuantizer:
+        """The one codebook shared by every branch."""
+        return self.top["quantize"]
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        return BRANCHES if self.multiscale else ("top",)
+
+    @property
+    def last_layer(self) -> Tensor:
+        """Weight of the final conv (the adaptive GAN weight takes its gradients here)."""
+        return self.conv_out.weight
+
+    def _check_input(self, func: str, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"MultiScaleVQGAN.{func}: expected (B, 3, H, W), got {tuple(x.shape)}")
+        if x.shape[2] % DOWN or x.shape[3] % DOWN:
+            raise ValueError(
+                f"MultiScaleVQGAN.{func}: H and W must be multiples of {DOWN}, got {x.shape[2]}x{x.shape[3]} "
+                "(degrade() pads for you)"
+            )
+
+    def encode(self, x: Tensor) -> dict[str, Tensor]:
+        """x (B, 3, H, W) in [-1, 1] -> pre-quantisation latents {"top": (B, E, H/8, W/8), "mid": H/4, "bot": H/2}."""
+        self._check_input("encode", x)
+        t = self.top
+        f2 = t["enc_f2"](t["enc_f1"](self.conv_in(x)))  # (B, C, H/2, W/2)
+        f4 = t["enc_f4"](f2)  # (B, 2C, H/4, W/4)
+        z = {"top": t["enc_top"](f4)}
+        if self.multiscale:
+            z["mid"] = self.enc_mid(f4)
+            z["bot"] = self.enc_bot(f2)
+        return z
+
+    def quantize_latents(self, z: Mapping[str, Tensor], k: Mapping[str, int] | None = None) -> dict[str, Tensor]:
+        """Replace each branch's latent by its k-th nearest code (default k=1, plain VQ; no gradient)."""
+        k = dict(k or {})
+        return {name: self.quantize.kth_nearest(z[name], k.get(name, 1)) for name in self.branches}
+
+    def decode(self, q: Mapping[str, Tensor]) -> Tensor:
+        """Quantised latents (keys as from ``encode``) -> image (B, 3, H, W), roughly in [-1, 1] (not clamped)."""
+        missing = [b for b in self.branches if b not in q]
+        if missing:
+            raise ValueError(f"MultiScaleVQGAN.decode: missing latents {missing}; need {list(self.branches)}")
+        t = self.top
+        h = t["dec_f4"](t["dec_top"](q["top"]))  # (B, 2C, H/4, W/4)
+        if self.multiscale:
+            h = h + self.dec_mid(q["mid"])
+        h = t["dec_f2"](h)  # (B, C, H/2, W/2)
+        if self.multiscale:
+            h = h + self.dec_bot(q["bot"])
+        h = t["dec_out"](t["dec_f1"](h))  # (B, C, H, W)
+        # The reference multi-scale decoder drops this swish (conv_out sees GN(h)); we apply it, as stage 1 does.
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, dict]:
+        """x in [-1, 1] -> (reconstruction, VQ loss averaged over branches, info with per-branch indices/usage)."""
+        z = self.encode(x)
+        q, losses = {}, []
+        info: dict[str, dict[str, Tensor]] = {"indices": {}, "perplexity": {}, "usage": {}}
+        for name in self.branches:
+            q[name], loss, idx = self.quantize(z[name])
+            losses.append(loss)
+            info["indices"][name] = idx
+            perplexity, usage = code_usage(idx.detach(), self.n_embed)
+            info["perplexity"][name], info["usage"][name] = perplexity, usage
+        return self.decode(q), torch.stack(losses).mean(), info
+
+    @torch.no_grad()
+    def degrade(
+        self, x01: Tensor, k_top: int = 1, k_mid: int = 1, k_bottom: int = 1, batch_size: int | None = None
+    ) -> Tensor:
+        """VQ degradation: (B, 3, H, W) in [0, 1] -> reconstruction through the k-th nearest codes, in [0, 1].
+
+        Any H, W: replicate-padded to a multiple of 8 and cropped back. Runs on the model's device/dtype and returns
+        the input's. ``batch_size`` bounds how many frames go through at once. No gradient; call ``eval()`` first
+        when the model has dropout.
+        """
+        if x01.dim() != 4 or x01.shape[1] != 3:
+            raise ValueError(f"MultiScaleVQGAN.degrade: expected (B, 3, H, W) in [0, 1], got {tuple(x01.shape)}")
+        k = {"top": check_k("MultiScaleVQGAN.degrade (k_top)", k_top, self.n_embed)}
+        if self.multiscale:
+            k["mid"] = check_k("MultiScaleVQGAN.degrade (k_mid)", k_mid, self.n_embed)
+            k["bot"] = check_k("MultiScaleVQGAN.degrade (k_bottom)", k_bottom, self.n_embed)
+        elif k_mid != 1 or k_bottom != 1:
+            raise ValueError("MultiScaleVQGAN.degrade: a top-only model (multiscale=False) has no mid/bottom branch")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"MultiScaleVQGAN.degrade: batch_size must be >= 1, got {batch_size}")
+        ref = self.conv_in.weight
+        h, w = x01.shape[-2:]
+        x = x01.to(ref.device, ref.dtype) * 2 - 1
+        x = F.pad(x, (0, -w % DOWN, 0, -h % DOWN), mode="replicate")
+        outs = [self.decode(self.quantize_latents(self.encode(part), k)) for part in x.split(batch_size or len(x))]
+        y = torch.cat(outs)[..., :h, :w].clamp(-1, 1)
+        return ((y + 1) / 2).to(x01.device, x01.dtype)
+
+    def init_from_top(self, top_model: nn.Module | Mapping[str, Tensor]) -> None:
+        """Copy every tensor of a stage-1 (top-only) model into this one; raise unless all find a home.
+
+        Also raises if any tensor this model shares with the top-only architecture is left uncovered.
+        """
+        state = top_model.state_dict() if isinstance(top_model, nn.Module) else dict(top_model)
+        own = self.state_dict()
+        homeless = sorted(n for n in state if n not in own)
+        wrong = sorted(
+            f"{n} {tuple(v.shape)} vs {tuple(own[n].shape)}"
+            for n, v in state.items()
+            if n in own and v.shape != own[n].shape
+        )
+        uncovered = sorted(
+            n for n in own if n not in state and not n.startswith(("enc_mid.", "dec_mid.", "enc_bot.", "dec_bot."))
+        )
+        if homeless or wrong or uncovered:
+            raise ValueError(
+                "MultiScaleVQGAN.init_from_top: top model does not fit: "
+                f"{len(homeless)} tensors without a home {homeless[:3]}, {len(wrong)} with wrong shape {wrong[:3]}, "
+                f"{len(uncovered)} of ours not covered {uncovered[:3]}"
+            )
+        with torch.no_grad():
+            for n, v in state.items():
+                own[n].copy_(v)
+
+    def shared_parameters(self) -> Iterator[nn.Parameter]:
+        """Trunk, top branch, codebook and shared decoder (the reference's ``top`` list): stage-2 LR x 0.25."""
+        return self.top.parameters()
+
+    def branch_parameters(self) -> Iterator[nn.Parameter]:
+        """Every parameter not in ``shared_parameters`` (conv_in, mid/bottom branches, norm_out, conv_out)."""
+        shared = {id(p) for p in self.top.parameters()}
+        return (p for p in self.parameters() if id(p) not in shared)
