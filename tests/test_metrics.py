@@ -1,0 +1,73 @@
+"""Metrics: BT.709 Y PSNR / SSIM with border crop, LPIPS (offline VGG16), temporal error."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vqdsr_core.losses import gaussian_blur
+from vqdsr_core.metrics import LPIPS, psnr_y, rgb_to_y, ssim_y, temporal_error
+
+
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    return gaussian_blur(x, 2 * math.ceil(3 * sigma) + 1, sigma)
+
+
+def test_rgb_to_y_bt709():
+    img = torch.zeros(3, 2, 2)
+    img[1] = 1.0  # pure green
+    assert rgb_to_y(img).flatten().tolist() == pytest.approx([0.7152] * 4)
+    assert rgb_to_y(torch.ones(2, 3, 4, 4)).shape == (2, 1, 4, 4)
+
+
+def test_psnr_y(cartoon_tensor):
+    hr = cartoon_tensor(2, 32, 32, seed=1) * 0.8
+    assert psnr_y(hr, hr) == math.inf
+    # a constant offset c on every channel shifts Y by c (BT.709 weights sum to 1): PSNR = -20 log10(c)
+    for c in (0.01, 0.05):
+        assert psnr_y(hr + c, hr) == pytest.approx(-20 * math.log10(c), abs=1e-4)  # float32 inputs
+    # differences inside the 4-px border are cropped away; crop=0 sees them
+    edged = hr.clone()
+    edged[..., :4, :] += 0.1
+    assert psnr_y(edged, hr) == math.inf
+    assert psnr_y(edged, hr, crop=0) < 40
+    assert psnr_y(hr[0] + 0.05, hr[0]) == pytest.approx(-20 * math.log10(0.05), abs=1e-4)  # single frame
+    with pytest.raises(ValueError, match="psnr_y"):
+        psnr_y(hr, hr[:1])
+
+
+def test_ssim_y(cartoon_tensor):
+    hr = cartoon_tensor(1, 48, 48, seed=2)
+    assert ssim_y(hr, hr) == pytest.approx(1.0, abs=1e-9)
+    s1, s3 = ssim_y(blur(hr, 1.0), hr), ssim_y(blur(hr, 3.0), hr)
+    assert 1.0 > s1 > s3 > 0
+    with pytest.raises(ValueError, match="ssim_y"):
+        ssim_y(hr[..., :16, :16], hr[..., :16, :16])
+
+
+def test_lpips_ordering(cartoon_tensor):
+    metric = LPIPS()
+    hr = cartoon_tensor(2, 64, 64, seed=3)
+    d0 = metric(hr, hr)
+    d1, d3 = metric(blur(hr, 1.0), hr), metric(blur(hr, 3.0), hr)
+    assert d0.shape == (2,) and d0.abs().max() < 1e-6
+    assert (d3 > d1).all() and (d1 > 0.01).all()
+    assert metric(hr[0], blur(hr[:1], 1.0)[0]).item() == pytest.approx(
+        d1[0].item(), rel=1e-4
+    )  # symmetric, single frame
+
+
+def test_temporal_error(cartoon_tensor):
+    hr = cartoon_tensor(5, 32, 32, seed=4)
+    assert temporal_error(hr + 0.1, hr) == pytest.approx(0.0, abs=1e-7)  # float32 rounding of hr + 0.1
+    noisy = hr + 0.05 * torch.randn(hr.shape, generator=torch.Generator().manual_seed(0))
+    assert temporal_error(noisy, hr) > 0.01
+    # a jump only at frame 3 counts unless frame 3 starts a new shot
+    jump = hr.clone()
+    jump[3:] += 0.2
+    assert temporal_error(jump, hr) == pytest.approx(0.2 / 4, rel=1e-6)
+    assert temporal_error(jump, hr, cuts=[3]) == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="temporal_error"):
+        temporal_error(hr[:1], hr[:1])
