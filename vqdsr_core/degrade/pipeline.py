@@ -104,6 +104,36 @@ class DegradationConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def old_media(cls, composite_prob: float = 0.5) -> DegradationConfig:
+        """Preset for ``make-lq``: no downscale (scale 1), mild blur/noise, analogue extras, MPEG-2 / H.264 / MPEG-4
+        with 1-3 generations: a surrogate for real SD-era anime (DVD, tape, broadcast, early web video)."""
+        return cls(
+            scale=1,
+            blur_prob=0.6,
+            blur_kernel_size=15,
+            blur_iso_sigma=(0.3, 1.5),
+            blur_aniso_sigma_x=(0.3, 1.5),
+            blur_aniso_sigma_y=(0.3, 1.2),
+            noise_prob=0.5,
+            noise_sigma=(0.0, 6.0),
+            down_modes=("area",),
+            down_probs=(1.0,),
+            analog_probs={
+                "aliasing": 0.2,
+                "ringing": 0.5,
+                "composite": composite_prob,
+                "chroma_bleed": 0.5,
+                "chroma_shift": 0.3,
+            },
+            codecs=("h264", "mpeg2", "mpeg4"),
+            codec_probs=(0.4, 0.4, 0.2),
+            crf=(23.0, 38.0),
+            h264_profile_probs=(0.2, 0.4, 0.4),
+            codec_bpp=(0.08, 0.5),
+            codec_generations=(1, 3),
+        )
+
 
 def _sample(cfg: DegradationConfig, rng: np.random.Generator, num_frames: int, force: bool = False) -> dict:
     def hit(p: float) -> bool:

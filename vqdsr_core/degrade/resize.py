@@ -59,6 +59,8 @@ def apply_down(clip: Tensor, params: dict) -> Tensor:
         mode, scale, antialias = params["mode"], int(params["scale"]), bool(params.get("antialias", True))
     except KeyError as e:
         raise ValueError(f"apply_down: params lack {e}; expected the dict returned by sample_down") from e
+    if scale == 1:
+        return clip
     h, w = clip.shape[-2:]
     if h % scale or w % scale:
         raise ValueError(f"apply_down: clip size {h}x{w} is not a multiple of the scale {scale}; mod-crop it first")
