@@ -158,18 +158,29 @@ class ArtCache:
 
 
 class ArtPool:
-    """The SVGs of one split, drawn at random; SVGs that fail to render are skipped (and counted)."""
+    """The SVGs of one split, drawn at random; SVGs that fail to render are skipped (and counted).
+
+    A draw picks a folder with probability proportional to the square root of its file count, then a file in it,
+    so huge folders of near-duplicates (openclipart's 1,378 line-art stars, 500+ flat icons) do not dominate.
+    """
 
     def __init__(self, root: str | Path, split: str, cache: ArtCache) -> None:
         self.files, self.symlinks = list_art(root, split)
         if not self.files:
             raise ValueError(f"ArtPool: no renderable-looking .svg files of split {split!r} under {str(root)!r}")
         self.root, self.split, self.cache = Path(root), split, cache
+        folders: dict[Path, list[Path]] = {}
+        for f in self.files:
+            folders.setdefault(f.parent, []).append(f)
+        self.folders = [folders[k] for k in sorted(folders)]
+        weights = np.sqrt([len(v) for v in self.folders])
+        self.folder_p = weights / weights.sum()
 
     def draw(self, rng: np.random.Generator, size: int, tries: int = 20) -> tuple[Path, np.ndarray]:
         """A random SVG of the pool rendered with long side ``bucket_for(size)``: ``(path, rgba)``."""
         for _ in range(tries):
-            path = self.files[int(rng.integers(len(self.files)))]
+            folder = self.folders[int(rng.choice(len(self.folders), p=self.folder_p))]
+            path = folder[int(rng.integers(len(folder)))]
             rgba = self.cache.get(path, size)
             if rgba is not None:
                 return path, rgba
