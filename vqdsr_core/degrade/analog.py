@@ -24,6 +24,7 @@ _RGB2YCC = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.
 _YCC2RGB = torch.linalg.inv(_RGB2YCC)
 COMPOSITE_LINES = {"ntsc": 480, "pal": 576}
 COMPOSITE_MATRIX = {"ntsc": "170m", "pal": "470bg"}
+COMPOSITE_FITS = ("auto", "scale", "pad")
 
 
 def rgb_to_ycbcr(clip: Tensor) -> Tensor:
@@ -159,7 +160,7 @@ def sample_composite(
     *,
     standards: tuple[str, ...] = ("ntsc", "pal"),
     dimensions: tuple[int, ...] = (1, 2),
-    fit: str = "scale",
+    fit: str = "auto",
 ) -> dict:
     """Composite round trip: {"standard", "dimensions" (1 crude notch, 2 line comb, 3 3-D comb), "fit"}."""
     check_rng(rng, "sample_composite")
@@ -167,8 +168,8 @@ def sample_composite(
         raise ValueError(f"sample_composite: standards must be a non-empty subset of {tuple(COMPOSITE_LINES)}")
     if not dimensions or any(d not in (1, 2, 3) for d in dimensions):
         raise ValueError(f"sample_composite: dimensions must be a non-empty subset of (1, 2, 3), got {dimensions!r}")
-    if fit not in ("scale", "pad"):
-        raise ValueError(f"sample_composite: fit must be 'scale' or 'pad', got {fit!r}")
+    if fit not in COMPOSITE_FITS:
+        raise ValueError(f"sample_composite: fit must be one of {COMPOSITE_FITS}, got {fit!r}")
     return {
         "standard": standards[int(rng.integers(len(standards)))],
         "dimensions": int(dimensions[int(rng.integers(len(dimensions)))]),
@@ -180,11 +181,13 @@ def composite(clip: Tensor, params: dict) -> Tensor:
     """Encode to an NTSC/PAL composite signal and decode it back (dot crawl, rainbows, chroma loss).
 
     The composite raster needs 480 (NTSC) or 576 (PAL) lines and is 720 samples wide: ``fit="scale"`` resizes
-    the clip to that raster and back (bicubic); ``fit="pad"`` edge-pads a clip no larger than it and crops back.
+    the clip to that raster and back (bicubic; on a small clip this shrinks the artefacts with it); ``fit="pad"``
+    edge-pads a clip no larger than the raster and crops back (artefacts at SD scale); ``"auto"`` pads when the
+    clip fits, else scales.
     """
     func = "analog.composite"
     check_clip(clip, func)
-    std, dims, fit = params.get("standard"), int(params.get("dimensions", 2)), params.get("fit", "scale")
+    std, dims, fit = params.get("standard"), int(params.get("dimensions", 2)), params.get("fit", "auto")
     if std not in COMPOSITE_LINES:
         raise ValueError(f"{func}: standard must be one of {tuple(COMPOSITE_LINES)}, got {std!r}")
     if dims not in (1, 2, 3):
@@ -198,6 +201,8 @@ def composite(clip: Tensor, params: dict) -> Tensor:
         raise RuntimeError(f"{func}: the VapourSynth 'composite' plugin is missing (pip install vapoursynth-composite)")
     n, _, h, w = clip.shape
     lines, width = COMPOSITE_LINES[std], 720
+    if fit == "auto":
+        fit = "pad" if h <= lines and w <= width else "scale"
     if fit == "scale":
         x = resize(clip.float(), (lines, width), "bicubic")
     elif fit == "pad":
@@ -206,7 +211,7 @@ def composite(clip: Tensor, params: dict) -> Tensor:
         top, left = (lines - h) // 2, (width - w) // 2
         x = F.pad(clip.float(), (left, width - w - left, top, lines - h - top), mode="replicate")
     else:
-        raise ValueError(f"{func}: fit must be 'scale' or 'pad', got {fit!r}")
+        raise ValueError(f"{func}: fit must be one of {COMPOSITE_FITS}, got {fit!r}")
     frames = x.clamp(0, 1).cpu().numpy()  # (N, 3, lines, 720) float32
 
     blank = core.std.BlankClip(format=vs.RGBS, width=width, height=lines, length=n, fpsnum=25, fpsden=1, keep=True)
