@@ -86,6 +86,7 @@ class DegradationConfig:
         if not isinstance(self.analog_probs, dict) or not isinstance(self.analog_options, dict):
             raise ValueError("DegradationConfig: analog_probs and analog_options must be dicts keyed by operator")
         try:  # every sampler validates its own ranges: draw once, everything enabled
+            sample_analog(np.random.default_rng(0), self.analog_probs, self.analog_options)
             _sample(self, np.random.default_rng(0), self.num_frames, force=True)
         except (TypeError, ValueError) as e:
             raise ValueError(f"DegradationConfig: {e}") from e
