@@ -23,7 +23,7 @@ test: lint
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 demo: setup-demo
-	$(PY) -m vqdsr_core.demo
+	$(PY) tools/demo.py
 
 bench: setup-dev
 	$(PY) -m bench.speed
