@@ -1,0 +1,200 @@
+"""MultiScaleVQGAN: reference parameter counts, shapes, gradients, degrade(), init_from_top, LR groups, weights I/O."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vqdsr_core.models import build_model
+from vqdsr_core.models.vqgan import MultiScaleVQGAN
+
+SMALL = {"width": 32, "embed_dim": 16, "n_embed": 64}
+
+
+def n_params(params) -> int:
+    return sum(p.numel() for p in params)
+
+
+@pytest.fixture(scope="module")
+def small() -> MultiScaleVQGAN:
+    torch.manual_seed(0)
+    return MultiScaleVQGAN(**SMALL).eval()
+
+
+def test_paper_size_parameter_counts():
+    with torch.device("meta"):  # 121M parameters: no memory, no init cost
+        ms, top = MultiScaleVQGAN(), MultiScaleVQGAN(multiscale=False)
+    assert n_params(ms.parameters()) == pytest.approx(121.21e6, rel=0.01)
+    assert n_params(top.parameters()) == pytest.approx(56.87e6, rel=0.01)
+    # per-branch sizes of the fact sheet (mid/bottom encoder and decoder), codebook 1024 x 256
+    for name, ref in {"enc_mid": 14.76e6, "enc_bot": 17.41e6, "dec_mid": 14.76e6, "dec_bot": 17.41e6}.items():
+        assert n_params(getattr(ms, name).parameters()) == pytest.approx(ref, rel=0.01), name
+    assert ms.quantize.embedding.weight.shape == (1024, 256)
+
+
+def test_top_names_are_a_subset_with_same_shapes():
+    ms, top = MultiScaleVQGAN(**SMALL), MultiScaleVQGAN(**SMALL, multiscale=False)
+    ms_state, top_state = ms.state_dict(), top.state_dict()
+    assert set(top_state) < set(ms_state)
+    assert all(ms_state[k].shape == v.shape for k, v in top_state.items())
+
+
+def test_encode_decode_shapes(small):
+    x = torch.rand(2, 3, 48, 40) * 2 - 1
+    z = small.encode(x)
+    assert {k: tuple(v.shape) for k, v in z.items()} == {
+        "top": (2, 16, 6, 5),
+        "mid": (2, 16, 12, 10),
+        "bot": (2, 16, 24, 20),
+    }
+    assert small.decode(small.quantize_latents(z)).shape == x.shape
+    top = MultiScaleVQGAN(**SMALL, multiscale=False)
+    assert list(top.encode(x)) == ["top"]
+
+
+def test_forward_returns_loss_and_usage(small):
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    xrec, loss, info = small(x)
+    assert xrec.shape == x.shape and loss.dim() == 0 and loss > 0
+    assert info["indices"]["bot"].shape == (2, 16, 16)
+    for branch in ("top", "mid", "bot"):
+        idx = info["indices"][branch]
+        assert idx.min() >= 0 and idx.max() < 64
+        assert 1.0 <= info["perplexity"][branch] <= 64
+        assert info["usage"][branch] == len(torch.unique(idx)) / 64
+
+
+def test_gradients_reach_every_parameter():
+    torch.manual_seed(1)
+    model = MultiScaleVQGAN(**SMALL)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    xrec, vq_loss, _ = model(x)
+    ((xrec - x).abs().mean() + vq_loss).backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not dead, dead
+    assert model.last_layer is model.conv_out.weight
+
+
+@pytest.mark.parametrize("size", [(37, 45), (8, 8), (1, 13)])
+def test_degrade_odd_sizes(small, size, cartoon_tensor):
+    x = cartoon_tensor(2, *size)
+    y = small.degrade(x, k_top=2, k_mid=3, k_bottom=4)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert y.min() >= 0 and y.max() <= 1
+    assert not y.requires_grad
+
+
+def test_degrade_is_deterministic_and_batch_independent(small, cartoon_tensor):
+    x = cartoon_tensor(3, 16, 16)
+    a = small.degrade(x, k_mid=5)
+    assert torch.equal(a, small.degrade(x, k_mid=5))
+    assert torch.allclose(a, small.degrade(x, k_mid=5, batch_size=1), atol=1e-5)
+    # k=1 everywhere equals a plain forward pass, clamped and mapped back to [0, 1]
+    xrec, _, _ = small(x * 2 - 1)
+    assert torch.allclose(small.degrade(x), ((xrec.clamp(-1, 1) + 1) / 2), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def lined(cartoon_frames_16x24) -> MultiScaleVQGAN:
+    """Small random model whose codebook lies on a line through its latents (0.1 latent-std spacing).
+
+    A random U(+-1/n) codebook puts every code about equally far from every latent, so "k-th nearest" barely means
+    anything; on a line the k-th nearest code is increasingly far away, like a trained codebook's spread.
+    """
+    torch.manual_seed(4)
+    model = MultiScaleVQGAN(**SMALL).eval()
+    with torch.no_grad():
+        z = model.encode(cartoon_frames_16x24 * 2 - 1)
+        flat = torch.cat([v.permute(0, 2, 3, 1).reshape(-1, SMALL["embed_dim"]) for v in z.values()])
+        u = torch.nn.functional.normalize(torch.randn(SMALL["embed_dim"]), dim=0)
+        steps = torch.linspace(-3, 3, SMALL["n_embed"])[:, None] * flat.std(0).mean()
+        model.quantize.embedding.weight.copy_(flat.mean(0) + steps * u)
+    return model
+
+
+@pytest.fixture(scope="module")
+def cartoon_frames_16x24() -> torch.Tensor:
+    from conftest import cartoon_frames
+
+    return torch.from_numpy(cartoon_frames(1, 16, 24)).permute(0, 3, 1, 2).float() / 255
+
+
+@pytest.mark.parametrize("branch", ["k_top", "k_mid", "k_bottom"])
+def test_larger_k_moves_output_further(lined, branch, cartoon_frames_16x24):
+    x = cartoon_frames_16x24
+    y1 = lined.degrade(x)
+    d = [(lined.degrade(x, **{branch: k}) - y1).abs().mean().item() for k in (2, 8, 64)]
+    assert 0.0 < d[0] < d[1] < d[2], d
+
+
+def test_bad_inputs(small):
+    with pytest.raises(ValueError, match="width must be a positive multiple of 32"):
+        MultiScaleVQGAN(width=48)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        small(torch.zeros(1, 3, 20, 16))
+    with pytest.raises(ValueError, match=r"expected \(B, 3, H, W\)"):
+        small.encode(torch.zeros(3, 16, 16))
+    for bad in ({"k_top": 0}, {"k_mid": 65}, {"k_bottom": 2.0}):
+        with pytest.raises(ValueError, match=r"MultiScaleVQGAN.degrade \(k_\w+\): k must be an int in \[1, 64\]"):
+            small.degrade(torch.zeros(1, 3, 8, 8), **bad)
+    with pytest.raises(ValueError, match="top-only"):
+        MultiScaleVQGAN(**SMALL, multiscale=False).degrade(torch.zeros(1, 3, 8, 8), k_mid=3)
+    with pytest.raises(ValueError, match="missing latents"):
+        small.decode({"top": torch.zeros(1, 16, 1, 1)})
+
+
+def test_init_from_top_round_trip(cartoon_tensor):
+    torch.manual_seed(2)
+    top = MultiScaleVQGAN(**SMALL, multiscale=False).eval()
+    torch.manual_seed(3)
+    ms = MultiScaleVQGAN(**SMALL).eval()
+    before = {k: v.clone() for k, v in ms.state_dict().items()}
+    ms.init_from_top(top)
+    after, top_state = ms.state_dict(), top.state_dict()
+    for k, v in after.items():
+        if k in top_state:
+            assert torch.equal(v, top_state[k]), k
+        else:
+            assert k.split(".")[0] in {"enc_mid", "dec_mid", "enc_bot", "dec_bot"} and torch.equal(v, before[k]), k
+    x = cartoon_tensor(1, 16, 16) * 2 - 1
+    assert torch.equal(ms.encode(x)["top"], top.encode(x)["top"])
+
+
+def test_init_from_top_never_loads_partially():
+    ms = MultiScaleVQGAN(**SMALL)
+    top_state = MultiScaleVQGAN(**SMALL, multiscale=False).state_dict()
+    snapshot = {k: v.clone() for k, v in ms.state_dict().items()}
+    extra = dict(top_state, **{"top.extra.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="1 tensors without a home"):
+        ms.init_from_top(extra)
+    missing = {k: v for k, v in top_state.items() if k != "conv_out.bias"}
+    with pytest.raises(ValueError, match="1 of ours not covered"):
+        ms.init_from_top(missing)
+    with pytest.raises(ValueError, match="wrong shape"):
+        ms.init_from_top(MultiScaleVQGAN(width=64, embed_dim=16, n_embed=64, multiscale=False))
+    assert all(torch.equal(v, snapshot[k]) for k, v in ms.state_dict().items())
+
+
+def test_shared_and_branch_parameters_partition_the_model():
+    ms = MultiScaleVQGAN(**SMALL)
+    shared, branch = list(ms.shared_parameters()), list(ms.branch_parameters())
+    ids_s, ids_b = {id(p) for p in shared}, {id(p) for p in branch}
+    assert not ids_s & ids_b and ids_s | ids_b == {id(p) for p in ms.parameters()}
+    assert id(ms.quantize.embedding.weight) in ids_s
+    for name in ("conv_in", "norm_out", "conv_out", "enc_mid", "dec_bot"):
+        assert all(id(p) in ids_b for p in getattr(ms, name).parameters()), name
+    # the shared group is exactly what a top-only model has, minus conv_in / norm_out / conv_out
+    top = MultiScaleVQGAN(**SMALL, multiscale=False)
+    edges = n_params(p for m in (top.conv_in, top.norm_out, top.conv_out) for p in m.parameters())
+    assert n_params(shared) == n_params(top.parameters()) - edges
+
+
+def test_weight_file_round_trip(tmp_path, small, cartoon_tensor):
+    from vqdsr_core.weights import load_model, save_weights
+
+    path = save_weights(tmp_path / "vq.safetensors", small, arch="multiscale_vqgan", config=SMALL)
+    loaded, info = load_model(path, arch="multiscale_vqgan")
+    assert isinstance(loaded, MultiScaleVQGAN) and info.config == SMALL
+    x = cartoon_tensor(1, 16, 16)
+    assert torch.equal(loaded.degrade(x, k_mid=2), small.degrade(x, k_mid=2))
+    assert isinstance(build_model("multiscale_vqgan", {**SMALL, "multiscale": False}), MultiScaleVQGAN)
