@@ -67,12 +67,9 @@ def test_augmentation_is_the_same_for_every_frame(tmp_path):
         steps = np.diff(hr[:, 0, 0, 0]) // 6
         assert len(set(steps.tolist())) == 1 and abs(int(steps[0])) in (1, 2, 3)  # one interval, maybe reversed
         seen_steps.add(int(steps[0]))
-        hits = [  # which of the 8 flips/transposes of which crop position is frame 0 (up to its offset)
-            k
-            for k in range(8)
-            for y in range(40 - 15)
-            for x in range(48 - 15)
-            if _const(_undo(hr[0], k) - tex[y : y + 16, x : x + 16])
+        windows = np.lib.stride_tricks.sliding_window_view(tex, (16, 16, 3))[:, :, 0]  # every 16x16 crop
+        hits = [  # which of the 8 flips/transposes of some crop is frame 0 (up to its +6*i offset)
+            k for k in range(8) if _const(_undo(hr[0], k) - windows)
         ]
         assert hits, "frame is not a flipped/transposed crop of the source"
         transforms.update(hits)
@@ -92,19 +89,33 @@ def _undo(img: np.ndarray, k: int) -> np.ndarray:
     return x
 
 
-def test_video_clips(tmp_path, cartoon):
+def test_video_clips(tmp_path, cartoon, monkeypatch):
     import av
 
-    path = tmp_path / "v.mkv"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=24)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        for f in cartoon(10, 48, 64, seed=4):
-            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        c.mux(s.encode())
-    for roots in (path, tmp_path):
-        ds = ClipDataset(roots, num_frame=4, crop=32, seed=1)
-        assert len(ds) == 10 and ds[9]["hr"].shape == (4, 3, 32, 32)
+    from vqdsr_core.data import clips as clips_mod
+
+    for k in range(3):
+        with av.open(str(tmp_path / f"v{k}.mkv"), "w") as c:
+            s = c.add_stream("libx264", rate=24)
+            s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+            for f in cartoon(10, 48, 64, seed=4 + k):
+                c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+            c.mux(s.encode())
+    one = ClipDataset(tmp_path / "v0.mkv", num_frame=4, crop=32, seed=1)
+    assert len(one) == 10 and one[9]["hr"].shape == (4, 3, 32, 32)
+    monkeypatch.setattr(clips_mod, "MAX_OPEN_VIDEOS", 1)
+    ds = ClipDataset(
+        tmp_path, num_frame=4, crop=None, intervals=(1,), seed=1, random_reverse=False, flips=False, transpose=False
+    )
+    assert len(ds) == 30 and all(c.reader._source is None for c in ds.clips)  # no decoder held after listing
+    for i in (25, 3, 14, 22):  # alternate between videos: decoders are closed and reopened
+        item = ds[i]
+        k, start = i // 10, int(item["key"].rsplit("/", 1)[1].split("+")[0])
+        assert item["key"].startswith(f"{tmp_path.name}/v{k}.mkv/") and start == min(i % 10, 6)
+        expect = cartoon(10, 48, 64, seed=4 + k)[start : start + 4]
+        got = (item["hr"] * 255).round().byte().permute(0, 2, 3, 1).numpy()
+        assert np.abs(got.astype(int) - expect).mean() < 8  # the right frames of the right video (H.264 loss)
+        assert sum(c.reader._source is not None for c in ds.clips) == 1
 
 
 def test_errors(tmp_path, cartoon):
@@ -171,4 +182,6 @@ def _empty(tmp_path):
 
 
 def _const(d: np.ndarray) -> bool:
-    return bool((d == d.flat[0]).all() and d.flat[0] % 6 == 0)
+    """True if, for some crop position, the difference is one constant multiple of 6."""
+    first = d[..., :1, :1, :1]
+    return bool((((d == first).all(axis=(-3, -2, -1))) & (first[..., 0, 0, 0] % 6 == 0)).any())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -96,15 +97,25 @@ class _FolderClip:
         return load_image(self.frames[i])
 
 
+MAX_OPEN_VIDEOS = 8  # decoders kept open per process; the least recently used one is closed beyond that
+_open_videos: OrderedDict[int, VideoReader] = OrderedDict()
+
+
 class _VideoClip:
     def __init__(self, path: Path, name: str) -> None:
         self.name, self.reader = name, VideoReader(path)
         self.size = (self.reader.height, self.reader.width)
+        self.reader.close()  # hundreds of clips must not hold hundreds of decoders
 
     def __len__(self) -> int:
         return len(self.reader)
 
     def read(self, i: int) -> np.ndarray:
+        key = id(self.reader)
+        _open_videos[key] = self.reader
+        _open_videos.move_to_end(key)
+        while len(_open_videos) > MAX_OPEN_VIDEOS:
+            _open_videos.popitem(last=False)[1].close()
         return self.reader[i]
 
 
@@ -119,7 +130,11 @@ def _as_roots(roots: PathLike | Iterable[PathLike], fn: str) -> list[Path]:
 
 
 def collect_clips(roots: PathLike | Iterable[PathLike]) -> list[_FolderClip | _VideoClip]:
-    """Clips under ``roots``: each root is a video file or a folder searched for frame folders and video files."""
+    """Clips under ``roots``: each root is a video file or a folder searched for frame folders and video files.
+
+    A clip has ``.name`` (root name / relative path), ``len(clip)``, ``.size`` (H, W of its first frame) and
+    ``.read(i) -> (H, W, 3) uint8 RGB``. Video clips keep at most ``MAX_OPEN_VIDEOS`` decoders open per process.
+    """
     clips: list[_FolderClip | _VideoClip] = []
     for root in _as_roots(roots, "ClipDataset"):
         if root.is_file():
