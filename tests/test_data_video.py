@@ -73,6 +73,19 @@ def test_index_cached_next_to_video_and_rebuilt_when_stale(tmp_path):
     assert len(r2) == 20 and read_number(r2[19]) == 19
 
 
+def test_index_falls_back_to_user_cache_when_folder_not_writable(tmp_path, monkeypatch):
+    from vqdsr_core.data import video as video_mod
+
+    path = write_h264(tmp_path / "ro.mp4", numbered_frames(6))
+    monkeypatch.setenv("VSVQDSR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(video_mod, "_writable_dir", lambda p: False)
+    r = VideoReader(path)
+    assert r.index_path.parent == tmp_path / "cache" / "ffindex" and r.index_path.is_file()
+    assert not (tmp_path / "ro.mp4.ffindex").exists() and read_number(r[5]) == 5
+    monkeypatch.setattr(video_mod, "_writable_dir", lambda p: True)  # the earlier fallback index is reused
+    assert VideoReader(path).index_path == r.index_path
+
+
 def test_explicit_cache_dir_and_pickling(tmp_path, video):
     r = VideoReader(video, cache_dir=tmp_path / "idx")
     assert r.index_path.parent == tmp_path / "idx" and r.index_path.is_file()

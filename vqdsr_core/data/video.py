@@ -77,16 +77,26 @@ class VideoReader:
             raise VideoError(f"VideoReader: {str(self.path)!r} has no decodable video frames")
 
     # --- index ------------------------------------------------------------------------------------------------
-    def _index_location(self, cache_dir: Path | None) -> Path:
-        if cache_dir is None and _writable_dir(self.path.parent):
-            return self.path.with_name(self.path.name + ".ffindex")
-        if cache_dir is None:
-            from ..weights import cache_dir as user_cache
-
-            cache_dir = user_cache() / "ffindex"
-        cache_dir.mkdir(parents=True, exist_ok=True)
+    def _index_location(self, cache_dir: Path | None, force_cache: bool = False) -> Path:
+        """Beside the video when that folder is writable (unless an earlier fallback index exists), else a cache."""
         digest = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:16]
-        return cache_dir / f"{self.path.name}.{digest}.ffindex"
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            return cache_dir / f"{self.path.name}.{digest}.ffindex"
+        beside = self.path.with_name(self.path.name + ".ffindex")
+        writable = not force_cache and _writable_dir(self.path.parent)
+        if writable and beside.is_file():
+            return beside
+        from ..weights import cache_dir as user_cache
+
+        try:
+            cached = user_cache() / "ffindex" / f"{self.path.name}.{digest}.ffindex"
+            if writable and not cached.is_file():
+                return beside
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            return cached
+        except OSError:  # no usable user cache either: keep the index beside the video or in memory
+            return beside
 
     def _load_index(self, ffms2: Any) -> Any:
         if self.index_path.is_file():
@@ -105,16 +115,26 @@ class VideoReader:
             index = indexer.do_indexing2()
         except ffms2.Error as e:
             raise VideoError(f"VideoReader: cannot read video {str(self.path)!r}: {e}") from e
+        for attempt in range(2):
+            try:
+                self._write_index(index)
+                break
+            except (ffms2.Error, OSError) as e:
+                if attempt == 0 and self.index_path.parent == self.path.parent:  # next to the video failed
+                    self.index_path = self._index_location(None, force_cache=True)
+                    continue
+                log.warning("VideoReader: could not cache index at %s: %s", self.index_path, e)
+        return index
+
+    def _write_index(self, index: Any) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.index_path.name}.", suffix=".tmp", dir=self.index_path.parent)
         os.close(fd)
         try:
             index.write(tmp)
             os.chmod(tmp, 0o644)
             os.replace(tmp, self.index_path)
-        except (ffms2.Error, OSError) as e:  # an index we cannot cache still works in memory
-            log.warning("VideoReader: could not cache index at %s: %s", self.index_path, e)
+        finally:
             Path(tmp).unlink(missing_ok=True)
-        return index
 
     def _open(self) -> None:
         ffms2 = _ffms2()
