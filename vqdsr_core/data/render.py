@@ -196,16 +196,16 @@ class ClipRenderer:
             bob = rng.uniform(0, 0.03) * vh if move else 0.0
             actors.append(
                 Actor(
-                    self.pool.name(path),
-                    rgba,
-                    side,
-                    (x0, y),
-                    (x0 + move, y + dy),
-                    s0,
-                    s1,
-                    bob,
-                    rng.uniform(6, 16),
-                    bool(move < 0) ^ bool(rng.random() < 0.1),
+                    art=self.pool.name(path),
+                    rgba=rgba,
+                    long_side=side,
+                    p0=(x0, y),
+                    p1=(x0 + move, y + dy),
+                    scale0=s0,
+                    scale1=s1,
+                    bob=bob,
+                    bob_period=rng.uniform(6, 16),
+                    mirror=bool(move < 0) ^ bool(rng.random() < 0.1),  # face the way they walk, mostly
                 )
             )
         c0 = (rng.uniform(vw / 2, ww - vw / 2), rng.uniform(vh / 2, wh - vh / 2), rng.uniform(1.0, WORLD_SCALE))
