@@ -185,3 +185,26 @@ def _const(d: np.ndarray) -> bool:
     """True if, for some crop position, the difference is one constant multiple of 6."""
     first = d[..., :1, :1, :1]
     return bool((((d == first).all(axis=(-3, -2, -1))) & (first[..., 0, 0, 0] % 6 == 0)).any())
+
+
+def test_spawned_dataloader_worker_reproduces_direct_indexing(tmp_path, cartoon):
+    import av
+    from torch.utils.data import DataLoader
+
+    with av.open(str(tmp_path / "v.mkv"), "w") as c:
+        s = c.add_stream("libx264", rate=24)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for f in cartoon(12, 48, 64, seed=9):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    write_clip(tmp_path / "frames", cartoon(12, 48, 64, seed=10))
+    ds = ClipDataset(tmp_path, num_frame=4, crop=32, seed=5)
+    ds.set_epoch(2)
+    direct = [ds[i] for i in range(len(ds))]
+    loader = DataLoader(ds, batch_size=4, num_workers=1, multiprocessing_context="spawn")
+    batches = list(loader)
+    assert sum(len(b["key"]) for b in batches) == 24
+    for k, batch in enumerate(batches):
+        for j in range(len(batch["key"])):
+            assert batch["key"][j] == direct[4 * k + j]["key"]
+            assert torch.equal(batch["hr"][j], direct[4 * k + j]["hr"])
