@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -54,7 +55,8 @@ def export_cell_onnx(vsr: nn.Module, path: str | Path, height: int = 180, width:
     fd, tmp = tempfile.mkstemp(suffix=".onnx", prefix=f".{path.stem}.", dir=path.parent)
     os.close(fd)
     try:
-        with torch.inference_mode(False), torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter needs no onnxscript
             torch.onnx.export(
                 module,
                 (example,),
