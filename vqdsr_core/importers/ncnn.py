@@ -211,7 +211,7 @@ def upscale_frames(model: nn.Module, x: Tensor, pad: int = 10, tile: int = 0, ti
 
     Each frame is reflect-padded by ``pad`` LR px (as realesrgan-ncnn does) and cropped back. ``tile`` > 0 runs
     tiles of that many LR px with ``tile_overlap`` px of context (bounded memory for big frames). Runs on the
-    model's device and dtype, one frame at a time.
+    model's device and dtype, one frame at a time, with channels-last activations.
     """
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"upscale_frames: expected (N, 3, H, W), got {tuple(x.shape)}")
@@ -226,6 +226,7 @@ def upscale_frames(model: nn.Module, x: Tensor, pad: int = 10, tile: int = 0, ti
         f = frame[None].to(device=p.device, dtype=p.dtype)
         if pad:
             f = F.pad(f, (pad, pad, pad, pad), mode="reflect")
+        f = f.contiguous(memory_format=torch.channels_last)  # oneDNN's NHWC path: ~1.5x faster on CPU
         y = _run_tiled(model, f, tile, tile_overlap, scale) if tile else model(f)
         y = y[:, :, pad * scale : pad * scale + h * scale, pad * scale : pad * scale + w * scale]
         outs.append(y.float().clamp_(0, 1).to(x.device))
