@@ -8,8 +8,25 @@ Each converts once into ``weights.cache_dir()`` as a verified safetensors weight
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 from pathlib import Path
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, memoised per (path, size, mtime) so repeated loads do not rehash."""
+    st = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def package_dir(package: str, install_hint: str, *, func: str) -> Path:

@@ -9,7 +9,6 @@ OIHW weights, then fp32 bias; each PReLU is its fp32 slopes. The reader must con
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from torch import Tensor, nn
 
 from .. import weights
 from ..models.srvgg import SRVGGNetCompact
-from . import package_dir
+from . import file_sha256, package_dir
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +149,7 @@ def animevideov3_path() -> Path:
     The file is rebuilt when it is corrupted or the package's ``.bin`` changed (its sha256 is stored).
     """
     param, binf = ncnn_model_files()
-    source_sha = hashlib.sha256(binf.read_bytes()).hexdigest()
+    source_sha = file_sha256(binf)
     path = weights.cache_dir() / CACHE_NAME
     if path.is_file():
         try:

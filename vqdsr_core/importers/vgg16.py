@@ -7,7 +7,6 @@ read with an unpickler that only allows numpy arrays, converted to OIHW, and cac
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import pickle
@@ -19,7 +18,7 @@ from torch import Tensor
 
 from .. import weights
 from ..models.vgg import LAYER_NAMES, VGG16Features
-from . import package_dir
+from . import file_sha256, package_dir
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +94,7 @@ def _cached(name: str, arch: str, source_sha: str) -> Path | None:
 def _convert() -> tuple[Path, Path]:
     """Both cache files, converting from the checkpoint when missing, corrupted or stale."""
     ckpt = checkpoint_path()
-    source_sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    source_sha = file_sha256(ckpt)
     feat, lin = _cached(CACHE_NAME, ARCH, source_sha), _cached(LIN_CACHE_NAME, LIN_ARCH, source_sha)
     if feat and lin:
         return feat, lin
