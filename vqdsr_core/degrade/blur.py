@@ -74,10 +74,23 @@ def filter2d(clip: Tensor, kernel: Tensor) -> Tensor:
     n, ch, h, w = clip.shape
     mode = "reflect" if min(h, w) > pad else "replicate"
     x = F.pad(clip.reshape(n * ch, 1, h, w), (pad, pad, pad, pad), mode=mode)  # (N*C, 1, H+2p, W+2p)
-    size = x.shape[-2:]
-    spec = torch.fft.rfft2(x.float()) * torch.fft.rfft2(kernel.flip(0, 1).float().to(x.device), s=size)
-    out = torch.fft.irfft2(spec, s=size)[..., 2 * pad :, 2 * pad :]  # (N*C, 1, H, W)
+    size = (_fast_len(x.shape[-2]), _fast_len(x.shape[-1]))  # zero-padded further: only the output's tail moves
+    spec = torch.fft.rfft2(x.float(), s=size) * torch.fft.rfft2(kernel.flip(0, 1).float().to(x.device), s=size)
+    out = torch.fft.irfft2(spec, s=size)[..., 2 * pad : 2 * pad + h, 2 * pad : 2 * pad + w]  # (N*C, 1, H, W)
     return out.reshape(n, ch, h, w).to(clip.dtype)
+
+
+def _fast_len(n: int) -> int:
+    """Smallest m >= n whose only prime factors are 2, 3 and 5 (fast FFT sizes)."""
+    m = n
+    while True:
+        r = m
+        for f in (2, 3, 5):
+            while r % f == 0:
+                r //= f
+        if r == 1:
+            return m
+        m += 1
 
 
 def apply_blur(clip: Tensor, params: dict) -> Tensor:

@@ -40,8 +40,8 @@ def add_gaussian_noise(clip: Tensor, params: dict) -> Tensor:
     if len(sigma) != n or len(gray) != n:
         raise ValueError(f"add_gaussian_noise: params are for {len(sigma)} frames but the clip has {n}")
     gen = torch.Generator().manual_seed(seed)
-    field = torch.randn(n, c, h, w, generator=gen)  # (N, 3, H, W) colour noise
-    gray_t = torch.tensor(gray, dtype=torch.bool).view(n, 1, 1, 1)
-    field = torch.where(gray_t, field[:, :1].expand(n, c, h, w), field)  # gray frames: channel 0 for all
-    scale = torch.tensor(sigma, dtype=torch.float32).view(n, 1, 1, 1) / 255.0
-    return (clip + (field * scale).to(clip)).clamp(0, 1)
+    out = torch.empty_like(clip)
+    for t in range(n):  # gray: one (1, H, W) field for all channels; colour: (3, H, W)
+        field = torch.randn(1 if gray[t] else c, h, w, generator=gen)
+        out[t] = clip[t] + (field * (float(sigma[t]) / 255.0)).to(clip)
+    return out.clamp_(0, 1)
