@@ -53,8 +53,13 @@ def test_mpeg2_and_mpeg4_round_trip(clip, name, start):
     high, size_high = roundtrip(clip, {"codec": name, "bpp": 2.0})
     assert low.shape == clip.shape and size_low < size_high
     assert 15 < psnr(low, clip) < psnr(high, clip) < 45
-    data = encode_frames(codec.to_uint8(clip), name, bit_rate=200_000)
+    frames = codec.to_uint8(clip)
+    data = encode_frames(frames, name, bit_rate=200_000)
     assert data[:4] == start  # sequence header / visual object sequence start code
+    out, prof = decode_bitstream(data, name)
+    assert prof == {"mpeg2": "Main", "mpeg4": "Advanced Simple Profile"}[name]  # B-frames: MPEG-4 ASP
+    err = ((out[:, None].astype(float) - frames[None].astype(float)) ** 2).mean(axis=(2, 3, 4))  # (decoded, input)
+    assert (err.argmin(axis=1) == np.arange(len(frames))).all()  # B-frame reordering undone: display order
 
 
 def test_odd_sizes_and_generations(clip):

@@ -1,10 +1,10 @@
 """Codec: real lossy video compression in-process with PyAV (H.264 as in the paper; MPEG-2 / MPEG-4 ASP extras).
 
 The paper's step is libx264, yuv420p, CRF ~ U(18, 35), profile baseline / main / high with p 0.1 / 0.2 / 0.7,
-drawn per clip. Beyond it: ``mpeg2video`` and ``mpeg4`` at a bits-per-pixel target (resolution independent) and
-several re-encoding generations. The clip is encoded to an in-memory raw bitstream and decoded back; a frame
-count mismatch or a codec error is retried once (logged and counted in ``STATS``) and then raises
-``CodecError``. It never falls back to the uncompressed frames.
+drawn per clip. Beyond it: ``mpeg2video`` (MPEG-2 MP) and ``mpeg4`` (MPEG-4 ASP), both with B-frames, at a
+bits-per-pixel target (resolution independent), and several re-encoding generations. The clip is encoded to an
+in-memory raw bitstream and decoded back; a frame count mismatch or a codec error is retried once (logged and
+counted in ``STATS``) and then raises ``CodecError``. It never falls back to the uncompressed frames.
 """
 
 from __future__ import annotations
@@ -93,8 +93,13 @@ def encode_frames(
     fps: int = 25,
     preset: str = "medium",
     threads: int = 1,
+    b_frames: int = 2,
 ) -> bytes:
-    """Encode (N, H, W, 3) uint8 RGB frames (H, W even) to a raw yuv420p bitstream (Annex-B for H.264)."""
+    """Encode (N, H, W, 3) uint8 RGB frames (H, W even) to a raw yuv420p bitstream (Annex-B for H.264).
+
+    MPEG-2 / MPEG-4 use ``b_frames`` B-frames (DVD / DivX-style GOPs; with B-frames ``mpeg4`` is MPEG-4 ASP).
+    H.264 keeps x264's own preset GOP.
+    """
     import av
 
     if codec not in CODECS:
@@ -116,6 +121,7 @@ def encode_frames(
             raise ValueError(f"encode_frames: {codec} needs bit_rate")
         ctx.bit_rate = int(bit_rate)
         ctx.bit_rate_tolerance = int(bit_rate)
+        ctx.max_b_frames = int(b_frames)
     data = bytearray()
     for i in range(n):
         frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24").reformat(format="yuv420p")
