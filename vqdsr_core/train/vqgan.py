@@ -1,0 +1,194 @@
+"""VQGAN training (fact sheet §B.6): stage "top" (single scale) and stage "multi" (adds the mid/bottom branches).
+
+Generator loss = mean(|x - x̂|) + w_p·LPIPS(x, x̂) + λ·(-mean D(x̂)) + w_vq·L_vq, with λ the adaptive weight
+‖∇nll‖/(‖∇g‖+1e-4) at conv_out × disc_weight, switched on from ``disc_start``; D (BatchNorm PatchGAN) takes the
+hinge loss. LR = base_lr × world size × batch (taming); in the multi stage the shared trunk, codebook and shared
+decoder (the ``top`` modules) train at ``top_lr_weight`` × LR. Adam (0.5, 0.9), no schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ..models import build_model
+from .checkpoint import model_weights, read_checkpoint
+from .loop import EMA, Env
+from .vsr import EpochShuffle
+
+log = logging.getLogger("vqdsr.train")
+
+
+class VQGANImages(Dataset):
+    """Global sample index -> an augmented crop from ``data.clips.FrameFolderDataset`` (epoch-shuffled)."""
+
+    def __init__(self, frames: Dataset, seed: int) -> None:
+        self.frames, self.order = frames, EpochShuffle(len(frames), seed)
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, index: int) -> Tensor:
+        epoch, item = self.order(index)
+        self.frames.set_epoch(epoch)
+        return self.frames[item]["image"]  # (3, crop, crop) in [0, 1]
+
+
+class VQGANTask:
+    """One VQGAN stage ("top" or "multi") for :class:`train.loop.Trainer`."""
+
+    def __init__(self, cfg: dict, stage: str, env: Env) -> None:
+        from torch.optim import Adam
+
+        from ..losses import hinge_d_loss  # noqa: F401  (fail early if the losses module is missing)
+        from ..metrics import LPIPS
+        from ..models.discriminators import NLayerDiscriminator
+
+        self.cfg, self.stage, self.env, self.st = cfg, stage, env, cfg[stage]
+        st, dev, m = self.st, env.device, cfg["model"]
+        self.batch_size, self.total_iter = st.batch_size, st.total_iter
+        model_cfg = {
+            "width": m.width,
+            "embed_dim": m.embed_dim,
+            "n_embed": m.n_embed,
+            "multiscale": stage == "multi",
+            "dropout": m.dropout,
+        }
+        torch.manual_seed(cfg["run"].seed)
+        self.g = build_model("multiscale_vqgan", model_cfg).to(dev)
+        if stage == "multi":
+            self._init_from_top(st.init)
+        self.export_info = {"net": "g", "arch": "multiscale_vqgan", "config": model_cfg}
+        self.g_train = env.wrap(self.g)
+        self.d = NLayerDiscriminator(in_ch=3, ndf=st.d_ndf, n_layers=st.d_layers).to(dev)
+        self.d_train = env.wrap(self.d)
+        self.nets = {"g": self.g, "d": self.d}
+        self.lr = st.base_lr * (env.world * st.batch_size if st.scale_lr else 1)
+        betas = tuple(st.betas)
+        if stage == "multi":
+            groups = [
+                {"params": list(self.g.shared_parameters()), "lr": self.lr * st.top_lr_weight},
+                {"params": list(self.g.branch_parameters()), "lr": self.lr},
+            ]
+        else:
+            groups = [{"params": list(self.g.parameters()), "lr": self.lr}]
+        self.optimizers = {"g": Adam(groups, betas=betas), "d": Adam(self.d.parameters(), self.lr, betas=betas)}
+        self.schedulers: dict[str, Any] = {}
+        self.emas = {"g": EMA(self.g, st.ema)} if st.ema > 0 else {}
+        self.lpips = LPIPS(dev) if st.perceptual_weight else None
+
+    def _init_from_top(self, path: str) -> None:
+        if path.endswith(".pt"):
+            state = model_weights(read_checkpoint(path), ema=True, name="g")
+        else:
+            from ..weights import read_weights
+
+            state, info = read_weights(path)
+            if info.arch != "multiscale_vqgan" or info.config.get("multiscale", True):
+                raise ValueError(f"multi.init: {path!r} is not a top-stage (multiscale=false) VQGAN")
+        self.g.init_from_top(state)
+        log.info("multi stage initialised from the top stage %s", path)
+
+    # ---- data
+    def dataset(self) -> Dataset:
+        from ..data.clips import FrameFolderDataset
+
+        d, seed = self.cfg["data"], self.cfg["run"].seed
+        return VQGANImages(FrameFolderDataset(d.train, crop=d.crop, seed=seed), seed)
+
+    def collate(self, items: list[Tensor]) -> Tensor:
+        return torch.stack(items)
+
+    def describe(self) -> str:
+        w, b, st = self.env.world, self.batch_size, self.st
+        top = f"; shared trunk/codebook/decoder at x{st.top_lr_weight:g}" if self.stage == "multi" else ""
+        scaled = f"base_lr {st.base_lr:g} x {w} processes x batch {b} = {self.lr:g}" if st.scale_lr else f"{self.lr:g}"
+        disc = f"adversarial loss from step {st.disc_start}" if st.disc_start >= 0 else "no adversarial loss"
+        return (
+            f"VQGAN {self.stage} stage on {self.env.device} x{w}: batch {b}/process -> global batch {w * b}; "
+            f"lr {scaled}{top}; {disc}; {self.total_iter} iterations; precision {self.env.amp_dtype or 'fp32'}"
+        )
+
+    # ---- step
+    def train_step(self, batch: Tensor, step: int) -> dict[str, float]:
+        from ..losses import hinge_d_loss, hinge_g_loss, vq_adaptive_weight
+
+        st, env = self.st, self.env
+        x01 = batch.to(env.device, non_blocking=True)
+        x = x01 * 2 - 1
+        gan_on = 0 <= st.disc_start <= step
+        self.d.requires_grad_(False)
+        with env.autocast():
+            xrec, l_vq, info = self.g_train(x)
+            xrec = xrec.float()
+            rec = st.l1_weight * (x - xrec).abs().mean()
+            nll = rec
+            logs = {"l_rec": rec.item(), "l_vq": l_vq.item()}
+            if self.lpips is not None:
+                l_p = st.perceptual_weight * self.lpips(x01, (xrec.clamp(-1, 1) + 1) / 2).mean()
+                nll = nll + l_p
+                logs["l_percep"] = l_p.item()
+            loss = nll + st.codebook_weight * l_vq
+            if gan_on:
+                l_g = hinge_g_loss(self.d(xrec))  # D itself (no DDP hooks) with frozen parameters
+                lam = vq_adaptive_weight(nll, l_g, self.g.last_layer, st.disc_weight)
+                loss = loss + lam * l_g
+                logs.update(l_g=l_g.item(), d_weight=lam.item())
+        env.step(loss, self.optimizers["g"])
+        for name in self.g.branches:
+            logs[f"perplexity_{name}"] = float(info["perplexity"][name])
+            logs[f"usage_{name}"] = float(info["usage"][name])
+        self.d.requires_grad_(True)
+        if gan_on:
+            with env.autocast():
+                l_d = hinge_d_loss(self.d_train(x.detach()), self.d_train(xrec.detach()))
+            env.step(l_d, self.optimizers["d"])
+            logs["l_d"] = l_d.item()
+        return logs
+
+    # ---- validation and samples
+    def _eval_net(self) -> torch.nn.Module:
+        return self.emas["g"].module if "g" in self.emas else self.g
+
+    @torch.no_grad()
+    def _reconstruct(self, x01: Tensor) -> Tensor:
+        net = self._eval_net()
+        was = net.training
+        net.eval()
+        xrec, _, _ = net(x01 * 2 - 1)
+        net.train(was)
+        return ((xrec.float().clamp(-1, 1) + 1) / 2).clamp(0, 1)
+
+    def sample_image(self, batch: Tensor) -> Tensor | None:
+        x01 = batch[:1].to(self.env.device)
+        parts = [x01[0], self._reconstruct(x01)[0]]
+        if self.stage == "multi":  # a VQ degradation as used for the VSR GAN stage
+            net = self._eval_net()
+            k = net.n_embed
+            parts.append(net.degrade(x01, k_top=1, k_mid=min(5, k), k_bottom=min(25, k))[0])
+        return torch.cat(parts, dim=-1).cpu()  # GT | reconstruction [| degraded]
+
+    def validate(self) -> tuple[dict[str, float], float] | None:
+        d = self.cfg["data"]
+        if not d.val:
+            return None
+        from ..data.clips import FrameFolderDataset
+        from ..metrics import psnr_y
+
+        if not hasattr(self, "_val"):
+            ds = FrameFolderDataset(d.val, crop=d.crop, seed=self.cfg["run"].seed, scale_prob=0.0, flips=False,
+                                    channel_shuffle_prob=0.0, rgb_shift_prob=0.0)  # fmt: skip
+            picks = np.linspace(0, len(ds) - 1, min(d.val_images, len(ds))).round().astype(int)
+            self._val = torch.stack([ds[int(i)]["image"] for i in picks])
+        x01 = self._val.to(self.env.device)
+        rec = torch.cat([self._reconstruct(part) for part in x01.split(4)])
+        metrics = {"l1": float(F.l1_loss(rec, x01)), "psnr_y": psnr_y(rec, x01)}
+        if self.lpips is not None:
+            metrics["lpips"] = float(self.lpips(rec, x01).mean())
+        return metrics, -metrics.get("lpips", metrics["l1"])
