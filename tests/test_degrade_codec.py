@@ -49,8 +49,8 @@ def test_h264_profile_is_honoured_in_the_bitstream(clip, profile, name):
 
 @pytest.mark.parametrize("name,start", [("mpeg2", b"\x00\x00\x01\xb3"), ("mpeg4", b"\x00\x00\x01\xb0")])
 def test_mpeg2_and_mpeg4_round_trip(clip, name, start):
-    low, size_low = roundtrip(clip, {"codec": name, "bpp": 0.1})
-    high, size_high = roundtrip(clip, {"codec": name, "bpp": 2.0})
+    low, size_low = roundtrip(clip, {"codec": name, "qscale": 31})
+    high, size_high = roundtrip(clip, {"codec": name, "qscale": 2})
     assert low.shape == clip.shape and size_low < size_high
     assert 15 < psnr(low, clip) < psnr(high, clip) < 45
     frames = codec.to_uint8(clip)
@@ -66,7 +66,7 @@ def test_odd_sizes_and_generations(clip):
     odd = clip[:, :, :63, :95]
     y, _ = roundtrip(odd, {"codec": "h264", "crf": 20.0, "profile": "main"})
     assert y.shape == odd.shape and psnr(y, odd) > 25
-    params = {"generations": [{"codec": "mpeg2", "bpp": 0.3}, {"codec": "h264", "crf": 30.0, "profile": "high"}]}
+    params = {"generations": [{"codec": "mpeg2", "qscale": 10}, {"codec": "h264", "crf": 30.0, "profile": "high"}]}
     two, sizes = apply_codec(clip, params)
     one, _ = apply_codec(clip, {"generations": params["generations"][:1]})
     assert len(sizes) == 2 and all(s > 0 for s in sizes)
@@ -92,7 +92,7 @@ def test_sample_codec_laws_and_errors():
     for p, want in zip(("baseline", "main", "high"), (0.1, 0.2, 0.7)):
         assert prof.count(p) / len(prof) == pytest.approx(want, abs=0.03)
     multi = sample_codec(rng, codecs=("mpeg2", "mpeg4"), codec_probs=(0.5, 0.5), generations=(2, 3))
-    assert 2 <= len(multi["generations"]) <= 3 and all("bpp" in g for g in multi["generations"])
+    assert 2 <= len(multi["generations"]) <= 3 and all(4 <= g["qscale"] <= 31 for g in multi["generations"])
     with pytest.raises(ValueError, match="sample_codec: codecs"):
         sample_codec(rng, codecs=("av1",), codec_probs=(1.0,))
     with pytest.raises(ValueError, match="sample_codec: crf"):

@@ -2,7 +2,7 @@
 
 The paper's step is libx264, yuv420p, CRF ~ U(18, 35), profile baseline / main / high with p 0.1 / 0.2 / 0.7,
 drawn per clip. Beyond it: ``mpeg2video`` (MPEG-2 MP) and ``mpeg4`` (MPEG-4 ASP), both with B-frames, at a
-bits-per-pixel target (resolution independent), and several re-encoding generations. The clip is encoded to an
+fixed quantiser, and several re-encoding generations. The clip is encoded to an
 in-memory raw bitstream and decoded back; a frame count mismatch or a codec error is retried once (logged and
 counted in ``STATS``) and then raises ``CodecError``. It never falls back to the uncompressed frames.
 """
@@ -42,12 +42,13 @@ def sample_codec(
     crf: tuple[float, float] = (18.0, 35.0),
     profiles: tuple[str, ...] = H264_PROFILES,
     profile_probs: tuple[float, ...] = (0.1, 0.2, 0.7),
-    bpp: tuple[float, float] = (0.05, 0.4),
+    qscale: tuple[int, int] = (4, 31),
     generations: tuple[int, int] = (1, 1),
 ) -> dict:
-    """Draw the compression of one clip: {"generations": [{"codec", "crf", "profile"} | {"codec", "bpp"}, ...]}.
+    """Draw the compression of one clip: {"generations": [{"codec", "crf", "profile"} | {"codec", "qscale"}, ...]}.
 
-    ``bpp`` (MPEG-2 / MPEG-4 only) is the target bits per pixel per frame; ``generations`` the (min, max) number
+    ``qscale`` (MPEG-2 / MPEG-4 only) is the fixed quantiser range, 2 (best) .. 31 (worst); a bitrate target would
+    be missed on 15-frame clips (the rate control starts at q 2). ``generations`` is the (min, max) number
     of successive encode/decode passes, each drawn independently.
     """
     func = "sample_codec"
@@ -60,7 +61,9 @@ def sample_codec(
         raise ValueError(f"{func}: profiles must be a non-empty subset of {H264_PROFILES}, got {profiles!r}")
     pp = check_probs(profile_probs, len(profiles), "profile_probs", func)
     crf_lo, crf_hi = check_range(crf, "crf", func, lo=0.0, hi=51.0)
-    bpp_lo, bpp_hi = check_range(bpp, "bpp", func, lo=1e-4, hi=24.0)
+    q_lo, q_hi = check_range(qscale, "qscale", func, lo=1, hi=31)
+    if q_lo != int(q_lo) or q_hi != int(q_hi):
+        raise ValueError(f"{func}: qscale bounds must be integers, got {qscale!r}")
     g_lo, g_hi = check_range(generations, "generations", func, lo=1, hi=16)
     out = []
     for _ in range(int(rng.integers(int(g_lo), int(g_hi) + 1))):
@@ -69,7 +72,7 @@ def sample_codec(
             prof = profiles[int(rng.choice(len(profiles), p=pp))]
             out.append({"codec": codec, "crf": float(rng.uniform(crf_lo, crf_hi)), "profile": prof})
         else:
-            out.append({"codec": codec, "bpp": float(rng.uniform(bpp_lo, bpp_hi))})
+            out.append({"codec": codec, "qscale": int(rng.integers(int(q_lo), int(q_hi) + 1))})
     return {"generations": out}
 
 
@@ -89,6 +92,7 @@ def encode_frames(
     *,
     crf: float | None = 23.0,
     profile: str | None = "high",
+    qscale: int | None = None,
     bit_rate: int | None = None,
     fps: int = 25,
     preset: str = "medium",
@@ -97,7 +101,8 @@ def encode_frames(
 ) -> bytes:
     """Encode (N, H, W, 3) uint8 RGB frames (H, W even) to a raw yuv420p bitstream (Annex-B for H.264).
 
-    MPEG-2 / MPEG-4 use ``b_frames`` B-frames (DVD / DivX-style GOPs; with B-frames ``mpeg4`` is MPEG-4 ASP).
+    MPEG-2 / MPEG-4 take a fixed quantiser ``qscale`` (1..31) or a ``bit_rate`` target, and use ``b_frames``
+    B-frames (DVD / DivX-style GOPs; with B-frames ``mpeg4`` is MPEG-4 ASP).
     H.264 keeps x264's own preset GOP.
     """
     import av
@@ -117,10 +122,15 @@ def encode_frames(
             opts["profile"] = profile
         ctx.options = opts
     else:
-        if bit_rate is None:
-            raise ValueError(f"encode_frames: {codec} needs bit_rate")
-        ctx.bit_rate = int(bit_rate)
-        ctx.bit_rate_tolerance = int(bit_rate)
+        if (qscale is None) == (bit_rate is None):
+            raise ValueError(f"encode_frames: {codec} needs exactly one of qscale and bit_rate")
+        if qscale is not None:
+            if not 1 <= qscale <= 31:
+                raise ValueError(f"encode_frames: qscale must be in 1..31, got {qscale}")
+            ctx.options = {"qmin": str(qscale), "qmax": str(qscale)}
+        else:
+            ctx.bit_rate = int(bit_rate)
+            ctx.bit_rate_tolerance = int(bit_rate)
         ctx.max_b_frames = int(b_frames)
     data = bytearray()
     for i in range(n):
@@ -167,7 +177,7 @@ def roundtrip(
     if codec == "h264":
         kw = {"crf": float(gen["crf"]), "profile": gen["profile"]}
     else:
-        kw = {"bit_rate": max(1000, round(float(gen["bpp"]) * frames.shape[1] * frames.shape[2] * fps))}
+        kw = {"qscale": int(gen["qscale"])}
     last_err = ""
     for attempt in range(2):
         STATS["calls"] += 1

@@ -66,7 +66,7 @@ class DegradationConfig:
     crf: tuple[float, float] = (18.0, 35.0)
     h264_profiles: tuple[str, ...] = ("baseline", "main", "high")
     h264_profile_probs: tuple[float, ...] = (0.1, 0.2, 0.7)
-    codec_bpp: tuple[float, float] = (0.05, 0.4)
+    codec_qscale: tuple[int, int] = (4, 31)  # MPEG-2 / MPEG-4 fixed quantiser
     codec_generations: tuple[int, int] = (1, 1)
     codec_preset: str = "medium"
 
@@ -131,7 +131,7 @@ class DegradationConfig:
             codec_probs=(0.4, 0.4, 0.2),
             crf=(23.0, 38.0),
             h264_profile_probs=(0.2, 0.4, 0.4),
-            codec_bpp=(0.08, 0.5),
+            codec_qscale=(3, 20),
             codec_generations=(1, 3),
         )
 
@@ -174,7 +174,7 @@ def _sample(cfg: DegradationConfig, rng: np.random.Generator, num_frames: int, f
             crf=cfg.crf,
             profiles=cfg.h264_profiles,
             profile_probs=cfg.h264_profile_probs,
-            bpp=cfg.codec_bpp,
+            qscale=cfg.codec_qscale,
             generations=cfg.codec_generations,
         )
         codec["preset"] = cfg.codec_preset
