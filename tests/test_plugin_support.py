@@ -1,0 +1,159 @@
+"""Helpers shared by the plugin tests (no tests here): clips from numpy frames, weight files, videos, y4m, vspipe."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import cartoon_frames
+
+from vqdsr_core.models.vsr import RecurrentVSRNet
+from vqdsr_core.weights import save_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+pytest.importorskip("vapoursynth")
+import vapoursynth as vs  # noqa: E402
+
+core = vs.core
+
+
+def tiny_vsr_weights(path: Path, *, feedback: bool = False, num_feat: int = 16, seed: int = 0) -> Path:
+    """A random-init VSR weight file (small width: the tests check plumbing, not quality)."""
+    torch.manual_seed(seed)
+    model = RecurrentVSRNet(num_feat=num_feat, feedback=feedback)
+    arch = "animesr_vsr" if feedback else "vqdsr_vsr"
+    return save_weights(path, model, arch=arch, config={"num_feat": num_feat})
+
+
+def train_little(path: Path, *, steps: int = 150, seed: int = 0, lr_size: int = 12, frames: int = 4) -> Path:
+    """Full-size VQD-SR net trained ``steps`` L1 steps on x4 area-downscaled cartoon clips (a trained-looking net).
+
+    The LR->HR task makes the net rely on its inputs and its state the way a trained model does; random init
+    barely uses the state, so seek tolerances are measured on this model.
+    """
+    torch.manual_seed(seed)
+    model = RecurrentVSRNet()
+    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
+    hr_size = lr_size * 4
+    for step in range(steps):
+        hr = torch.from_numpy(cartoon_frames(frames, hr_size, hr_size, seed=10_000 + step, motion=3))
+        hr = hr.permute(0, 3, 1, 2).float().div(255)  # (N, 3, H, W)
+        lr = F.interpolate(hr, scale_factor=0.25, mode="area")
+        loss = (model(lr[None])[0] - hr).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return save_weights(path, model, arch="vqdsr_vsr", config={}, extra={"card": f"test model, {steps} L1 steps"})
+
+
+def trained_weights(cache: pytest.Cache, steps: int = 150) -> Path:
+    """The ``train_little`` model, kept in pytest's cache folder (trained once per checkout)."""
+    folder = cache.mkdir("vsvqdsr_trained_vsr")
+    path = folder / f"vqdsr_vsr_l1_{steps}.safetensors"
+    if not path.is_file():
+        train_little(path, steps=steps)
+    return path
+
+
+def clip_from_frames(frames: np.ndarray, fmt: int = vs.RGBS, props: dict | None = None) -> vs.VideoNode:
+    """(n, h, w, 3) uint8 frames -> an RGBS/RGBH clip (values /255), with optional per-clip props."""
+    n, h, w, _ = frames.shape
+    data = frames.astype(np.float32) / 255
+    blank = core.std.BlankClip(format=vs.RGBS, width=w, height=h, length=n, keep=True)
+
+    def put(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        fo = f.copy()
+        for p in range(3):
+            np.asarray(fo[p])[:] = data[n, :, :, p]
+        return fo
+
+    clip = core.std.ModifyFrame(blank, blank, put)
+    if fmt != vs.RGBS:
+        clip = core.resize.Point(clip, format=fmt)
+    return core.std.SetFrameProps(clip, **props) if props else clip
+
+
+def frame_array(frame: vs.VideoFrame) -> np.ndarray:
+    """(planes, h, w) float64 copy of any 3-plane frame (chroma planes may be smaller: kept as a list then)."""
+    planes = [np.asarray(frame[p]).astype(np.float64) for p in range(frame.format.num_planes)]
+    if all(p.shape == planes[0].shape for p in planes):
+        return np.stack(planes)
+    return np.concatenate([p.ravel() for p in planes])
+
+
+def render(clip: vs.VideoNode, order: list[int] | None = None) -> list[np.ndarray]:
+    """Frames of ``clip`` as arrays; linear (with VapourSynth's own prefetching) or in the given order."""
+    if order is None:
+        return [frame_array(f) for f in clip.frames()]
+    out: dict[int, np.ndarray] = {}
+    for n in order:
+        out[n] = frame_array(clip.get_frame(n))
+    return [out[n] for n in sorted(out)]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def make_h264(path: Path, frames: np.ndarray, fps: int = 24) -> Path:
+    """Encode (n, h, w, 3) uint8 RGB frames as H.264 yuv420p (PyAV, libx264, every frame an I/P frame)."""
+    import av
+
+    _, h, w, _ = frames.shape
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"crf": "12", "bf": "0"}
+        stream.codec_context.color_range = 1  # MPEG (limited)
+        stream.codec_context.colorspace = 1  # BT.709
+        for rgb in frames:
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def vspipe_env() -> dict[str, str]:
+    """Environment for the venv's vspipe: it finds its Python through .venv/etc/vapoursynth (XDG_CONFIG_HOME)."""
+    env = dict(os.environ)
+    cfg = Path(sys.prefix) / "etc"
+    if (cfg / "vapoursynth" / "vapoursynth.toml").is_file():
+        env["XDG_CONFIG_HOME"] = str(cfg)
+    return env
+
+
+def vspipe(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    exe = VENV_BIN / "vspipe"
+    return subprocess.run(
+        [str(exe), *args], capture_output=True, timeout=timeout, env=vspipe_env(), cwd=ROOT, check=False
+    )
+
+
+def parse_y4m(data: bytes) -> tuple[dict[str, str], list[np.ndarray]]:
+    """Parse a YUV4MPEG2 stream (4:2:0, 8 bit) into its header fields and (h*w*3/2,) uint8 frames."""
+    if not data.startswith(b"YUV4MPEG2 "):
+        raise ValueError(f"not a y4m stream; starts with {data[:40]!r}")
+    head_end = data.index(b"\n")
+    fields = {tok[:1].decode(): tok[1:].decode() for tok in data[10:head_end].split()}
+    w, h = int(fields["W"]), int(fields["H"])
+    size = w * h * 3 // 2
+    frames, pos = [], head_end + 1
+    while pos < len(data):
+        if not data.startswith(b"FRAME", pos):
+            raise ValueError(f"bad y4m frame header at byte {pos}")
+        pos = data.index(b"\n", pos) + 1
+        frames.append(np.frombuffer(data, np.uint8, size, pos))
+        pos += size
+    return fields, frames

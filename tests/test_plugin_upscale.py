@@ -1,0 +1,227 @@
+"""vsvqdsr.upscale in-process: recurrence under threads and seeks, scene cuts, formats, props, errors, precision."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import pytest
+import torch
+from test_plugin_support import clip_from_frames, psnr, render, tiny_vsr_weights, trained_weights
+
+import vsvqdsr
+from vqdsr_core.inference import SequentialUpscaler, upscale_frames
+from vqdsr_core.weights import load_model
+from vsvqdsr.recurrent import _Recurrence
+
+vs = pytest.importorskip("vapoursynth")
+core = vs.core
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return tiny_vsr_weights(tmp_path_factory.mktemp("w") / "vsr.safetensors")
+
+
+@pytest.fixture
+def threads():
+    saved = core.num_threads
+    yield
+    core.num_threads = saved
+
+
+def jittery(clip):
+    """Upstream frames arrive late, each block of 8 in reverse order (VapourSynth runs this in parallel)."""
+
+    def late(n, f):
+        time.sleep((7 - n % 8) * 0.01)
+        return f
+
+    return core.std.FrameEval(clip, lambda n: core.std.ModifyFrame(clip, clip, late), clip_src=clip)
+
+
+def reference(weights, frames, cuts=()):
+    """The plain loop: one linear SequentialUpscaler pass over the frames (RGB float, h, w, 3 uint8 input)."""
+    model, _ = load_model(weights)
+    up = SequentialUpscaler(model)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    return [o.numpy() for o in upscale_frames(up, list(x), cuts=cuts)]
+
+
+def test_linear_render_is_bit_identical_at_any_thread_count(weights, cartoon, threads, monkeypatch):
+    frames = cartoon(20, 24, 32, seed=4)
+    calls: list[int] = []
+    original = _Recurrence.__call__
+
+    def spy(self, n, f):
+        calls.append(n)
+        return original(self, n, f)
+
+    monkeypatch.setattr(_Recurrence, "__call__", spy)
+    renders = {}
+    for t in (1, 8):
+        core.num_threads = t
+        calls.clear()
+        clip = jittery(clip_from_frames(frames))
+        renders[t] = render(vsvqdsr.upscale(clip, weights=str(weights), precision="fp32"))
+        out_of_order = sum(b < a for a, b in itertools.pairwise(calls))
+        if t == 8:
+            assert out_of_order > 0, "the 8-thread render never delivered frames out of order; the test is moot"
+    ref = reference(weights, frames)
+    for a, b, r in zip(renders[1], renders[8], ref):
+        assert np.array_equal(a, b)
+        assert np.abs(a - r).max() < 1e-4  # the plain loop (torch on another thread: float rounding may differ)
+
+
+def test_out_of_order_requests_give_the_linear_result(weights, cartoon):
+    frames = cartoon(12, 16, 16, seed=9)
+    linear = render(vsvqdsr.upscale(clip_from_frames(frames), weights=str(weights), precision="fp32"))
+    order = [1, 0, 3, 2, 6, 4, 5, 11, 7, 8, 10, 9]  # swaps and forward gaps: cache hits and catch-ups
+    clip = vsvqdsr.upscale(clip_from_frames(frames), weights=str(weights), precision="fp32")
+    for a, b in zip(render(clip, order), linear):
+        assert np.array_equal(a, b)
+
+
+def test_seek_warms_up_and_strict_refuses(weights, cartoon):
+    frames = cartoon(14, 16, 16, seed=5)
+    clip = clip_from_frames(frames)
+    linear = render(vsvqdsr.upscale(clip, weights=str(weights), precision="fp32", scene_change=False))
+    out = vsvqdsr.upscale(clip, weights=str(weights), precision="fp32", warmup=4, max_gap=1, scene_change=False)
+    # frame 3 is within warmup of the start: the warm-up starts at frame 0, which is exact
+    assert np.array_equal(render(out, [3])[0], linear[3])
+    # a jump from 3 to 12 (> max_gap) resets and warms up on 8..11: close to the linear pass, not equal
+    got = render(out, [12])[0]
+    assert psnr(got, linear[12]) > 40
+    cold = vsvqdsr.upscale(clip, weights=str(weights), precision="fp32", warmup=0, max_gap=1, scene_change=False)
+    assert psnr(render(cold, [3, 12])[1], linear[12]) < psnr(got, linear[12])
+    strict = vsvqdsr.upscale(clip, weights=str(weights), strict=True, cache_frames=2)
+    strict.get_frame(5)  # forward from the start: caught up exactly
+    with pytest.raises(vs.Error, match=r"vsvqdsr\.upscale: strict=True and frame 2 was requested after frame 5"):
+        strict.get_frame(2)
+
+
+@pytest.mark.slow
+def test_seek_tolerance_with_a_trained_model(cartoon, request):
+    """Seek vs linear after a 16-frame warm-up, on a model trained a little (see docs/plugin.md)."""
+    path = trained_weights(request.config.cache)
+    frames = cartoon(30, 16, 16, seed=6, motion=2)
+    linear = reference(path, frames)
+    clip = clip_from_frames(frames)
+    out = vsvqdsr.upscale(clip, weights=str(path), precision="fp32", warmup=16, max_gap=1, scene_change=False)
+    got = render(out, [29, 24, 28])
+    assert min(psnr(g, linear[n]) for g, n in zip(got, [24, 28, 29])) > 45
+
+
+def test_scene_cut_resets_state(weights, cartoon):
+    a, b = cartoon(6, 16, 24, seed=1), cartoon(6, 16, 24, seed=2)
+    joined = clip_from_frames(np.concatenate([a, b]))
+    out = render(vsvqdsr.upscale(joined, weights=str(weights), precision="fp32"))
+    fresh = render(vsvqdsr.upscale(clip_from_frames(b), weights=str(weights), precision="fp32"))
+    for x, y in zip(out[6:], fresh):
+        assert np.array_equal(x, y)
+    off = render(vsvqdsr.upscale(joined, weights=str(weights), precision="fp32", scene_change=False))
+    assert np.abs(off[6] - fresh[0]).max() > 1e-4
+    # _SceneChangePrev overrides detection: a cut where nothing changes, none where the picture does
+    mark = joined.std.SetFrameProps(_SceneChangePrev=0)
+    mark = core.std.Splice([mark[:3], mark[3:].std.SetFrameProps(_SceneChangePrev=1)[:1], mark[4:]])
+    marked = render(vsvqdsr.upscale(mark, weights=str(weights), precision="fp32"))
+    want = render(vsvqdsr.upscale(joined[3:], weights=str(weights), precision="fp32", scene_change=False))
+    assert np.array_equal(marked[3], want[0])  # reset at 3 (prop says cut)
+    assert not np.array_equal(off[3], want[0])
+    assert np.array_equal(marked[6], want[3])  # no reset at 6 (prop says no cut)
+    assert not np.array_equal(out[6], want[3])
+
+
+def test_formats_and_props(weights, cartoon):
+    frames = cartoon(3, 16, 24, seed=3)
+    rgbs = clip_from_frames(frames).std.SetFrameProps(Name="x", _SARNum=4, _SARDen=3, _SceneChangeNext=0)
+    out = vsvqdsr.upscale(rgbs, weights=str(weights))
+    assert (out.format.id, out.width, out.height, out.num_frames) == (vs.RGBS, 96, 64, 3)
+    props = out.get_frame(1).props
+    assert (props["Name"], props["_SARNum"], props["_SARDen"], props["_SceneChangeNext"]) == ("x", 4, 3, 0)
+    assert "VSVQDSR_SCDiff" not in props
+    assert (props["_DurationNum"], props["_DurationDen"]) == (1, 24)
+
+    yuv = core.resize.Bicubic(rgbs, format=vs.YUV420P10, matrix_s="709", range_s="limited")
+    yuv = yuv.std.SetFrameProps(_ChromaLocation=2)
+    up = vsvqdsr.upscale(yuv, weights=str(weights))
+    assert (up.format.id, up.width, up.height) == (vs.YUV420P10, 96, 64)
+    p = up.get_frame(0).props
+    assert (p["_Matrix"], p["_Range"], p["_ChromaLocation"], p["Name"]) == (1, 0, 2, "x")
+    back = core.resize.Bicubic(up, format=vs.RGBS, matrix_in_s="709")
+    same = vsvqdsr.upscale(core.resize.Bicubic(yuv, format=vs.RGBS), weights=str(weights))
+    same = core.resize.Bicubic(same, format=vs.YUV420P10, matrix_s="709", chromaloc_s="top_left")
+    same = core.resize.Bicubic(same, format=vs.RGBS)
+    assert psnr(render(back)[0], render(same)[0]) > 60  # the filter = convert, upscale, convert back
+    direct = render(out)[0]
+
+    rgbh = vsvqdsr.upscale(clip_from_frames(frames, vs.RGBH), weights=str(weights))
+    assert rgbh.format.id == vs.RGBH and psnr(render(rgbh)[0], direct) > 45
+    rgb24 = vsvqdsr.upscale(clip_from_frames(frames, vs.RGB24), weights=str(weights))
+    assert rgb24.format.id == vs.RGB24
+    assert np.abs(render(rgb24)[0] - np.round(direct * 255)).max() <= 1
+
+    no_matrix = core.resize.Bicubic(rgbs, format=vs.YUV444P8, matrix_s="709").std.SetFrameProps(_Matrix=2)
+    with pytest.raises(vs.Error, match=r"vsvqdsr\.upscale: the clip's YUV matrix is unknown \(_Matrix=2"):
+        vsvqdsr.upscale(no_matrix, weights=str(weights))
+    assert vsvqdsr.upscale(no_matrix, weights=str(weights), matrix="709").get_frame(0).props["_Matrix"] == 1
+
+
+def test_feedback_variant_runs(tmp_path, cartoon):
+    w = tiny_vsr_weights(tmp_path / "fb.safetensors", feedback=True)
+    frames = cartoon(4, 16, 16, seed=7)
+    out = render(vsvqdsr.upscale(clip_from_frames(frames), weights=str(w), precision="fp32", scene_change=False))
+    ref = reference(w, frames)
+    assert max(np.abs(a - b).max() for a, b in zip(out, ref)) < 1e-4
+
+
+def test_bf16_within_half_a_db_of_fp32(cartoon, request):
+    path = trained_weights(request.config.cache)
+    hr = cartoon(4, 64, 64, seed=8)
+    lr = hr.reshape(4, 16, 4, 16, 4, 3).mean(axis=(2, 4)).round().astype(np.uint8)
+    clip = clip_from_frames(lr)
+    target = hr.transpose(0, 3, 1, 2) / 255
+    scores = {}
+    for prec in ("fp32", "bf16"):
+        outs = render(vsvqdsr.upscale(clip, weights=str(path), precision=prec))
+        scores[prec] = np.mean([psnr(o, t) for o, t in zip(outs, target)])
+    assert abs(scores["fp32"] - scores["bf16"]) < 0.5, scores
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs", "message"),
+    [
+        (lambda c: "not a clip", {}, "clip must be a vapoursynth.VideoNode, got str"),
+        (lambda c: core.std.Splice([c, c.resize.Point(format=vs.RGB24)], mismatch=True), {}, "variable-format"),
+        (lambda c: core.std.Splice([c, c.resize.Point(20, 16)], mismatch=True), {}, "variable-resolution"),
+        (lambda c: c.resize.Point(format=vs.GRAY8, matrix_s="709"), {}, "Gray8 is not supported"),
+        (lambda c: c.std.Crop(right=c.width - 3, bottom=c.height - 3), {}, "frames are 3x3; at least 4x4"),
+        (lambda c: c, {"warmup": -1}, "warmup must be an int >= 0"),
+        (lambda c: c, {"tile": (2, 8)}, "tile must be"),
+        (lambda c: c, {"precision": "fp64"}, "precision must be one of"),
+        (lambda c: c, {"precision": "fp16", "device": "cpu"}, "fp16 is not supported on CPU"),
+        (lambda c: c, {"device": "tpu"}, "device"),
+        (lambda c: c, {"sc_threshold": -1}, "sc_threshold must be"),
+        (lambda c: c, {"matrix": "nope"}, "unknown matrix"),
+        (lambda c: c, {"weights": "/nonexistent.safetensors"}, "does not exist"),
+        (lambda c: c, {"weights": None}, "no bundled default vsr model"),
+        (lambda c: c, {"trt": True}, "trt=True needs"),
+    ],
+)
+def test_bad_input_raises_vs_error(weights, cartoon, make, kwargs, message):
+    clip = make(clip_from_frames(cartoon(2, 16, 16)))
+    kwargs = {"weights": str(weights), **kwargs}
+    if "matrix" in kwargs:
+        clip = core.resize.Point(clip, format=vs.YUV444P8, matrix_s="709")
+    with pytest.raises(vs.Error, match=r"vsvqdsr\.upscale: .*" + message.replace("(", r"\(")):
+        vsvqdsr.upscale(clip, **kwargs)
+
+
+def test_wrong_architecture_is_refused(tmp_path, cartoon):
+    from vqdsr_core.models.srvgg import SRVGGNetCompact
+    from vqdsr_core.weights import save_weights
+
+    path = save_weights(tmp_path / "s.safetensors", SRVGGNetCompact(num_conv=1), arch="srvgg_compact", config={})
+    with pytest.raises(vs.Error, match=r"vsvqdsr\.upscale: .*holds a 'srvgg_compact' model"):
+        vsvqdsr.upscale(clip_from_frames(cartoon(1, 8, 8)), weights=str(path))

@@ -1,0 +1,234 @@
+"""``vsvqdsr.upscale``: the recurrent x4 VSR net as a VapourSynth filter that keeps its state correct.
+
+VapourSynth calls a ``std.ModifyFrame`` callback one at a time but not in frame order (with several threads
+almost every consecutive pair arrives swapped). ``_Recurrence`` serialises the model behind a lock and keeps
+``last`` (the frame the state belongs to):
+
+- frame n cached -> return it (bounded cache of recent outputs, lowest frame evicted first);
+- last < n <= last + max_gap -> catch up: fetch inputs last+1..n in order with ``get_frame``, step, cache;
+- anything else (backward or far jump) -> reset and warm up on frames max(0, n - warmup)..n-1
+  (``strict=True`` raises instead).
+
+A scene cut at t resets the state before t, and the neighbour across the cut is replaced by frame t itself.
+Linear renders are therefore bit-identical to one single-threaded pass at any thread count.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import vapoursynth as vs
+
+from . import frames as fr
+from .scenes import is_cut, with_scene_difference
+
+core = vs.core
+log = logging.getLogger(__name__)
+FUNC = "vsvqdsr.upscale"
+
+
+class _Recurrence:
+    """Frame-order layer around a ``SequentialUpscaler`` (one instance per output clip)."""
+
+    def __init__(self, up: Any, src: vs.VideoNode, *, warmup: int, max_gap: int, cache_frames: int,
+                 strict: bool, threshold: float | None, out_dtype: Any) -> None:  # fmt: skip
+        self.up, self.src = up, src
+        self.num_frames = src.num_frames
+        self.warmup, self.max_gap, self.cache_frames, self.strict = warmup, max_gap, cache_frames, strict
+        self.threshold = threshold
+        self.out_dtype = out_dtype
+        self.lock = threading.Lock()
+        self.last = -1  # frame whose state self.up holds (-1: none)
+        self.exact = False  # True when that state equals the one of a linear pass
+        self.outputs: dict[int, Any] = {}  # frame -> (3, 4h, 4w) CPU tensor in the output dtype
+        self.inputs: dict[int, tuple[Any, bool]] = {}  # frame -> (prepared tensor, is cut), at most 4
+        self.spare: list[Any] = []
+        self.stats = {"steps": 0, "resets": 0, "seeks": 0}
+
+    # ------------------------------------------------------------------ VapourSynth callback
+    def __call__(self, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        fout = f[0].copy()
+        with self.lock:
+            out = self.output(n, f[1])
+        fr.write_planes(fout, out.numpy())
+        return fout
+
+    # ------------------------------------------------------------------ ordering
+    def output(self, n: int, frame: vs.VideoFrame | None = None) -> Any:
+        hit = self.outputs.get(n)
+        if hit is not None:
+            return hit
+        if self.last < n <= self.last + self.max_gap or (self.strict and n > self.last):
+            start, resume = self.last + 1, True
+        elif self.strict:
+            raise fr.error(
+                FUNC,
+                f"strict=True and frame {n} was requested after frame {self.last} (non-linear access); render "
+                "linearly from the start (e.g. vspipe) or use strict=False",
+            )
+        else:
+            start, resume = max(0, n - self.warmup), False
+            self.stats["seeks"] += 1
+            log.debug("%s: seek to %d, warming up from %d", FUNC, n, start)
+        out = None
+        for t in range(start, n + 1):
+            sr = self._step(t, resume=resume and t == start, frame=frame if t == n else None)
+            if self.exact or t == n:
+                out = sr[0].to(device="cpu", dtype=self.out_dtype, memory_format=_contiguous())
+                self._cache(t, out)
+        return out
+
+    def _cache(self, t: int, out: Any) -> None:
+        self.outputs[t] = out
+        while len(self.outputs) > self.cache_frames:
+            del self.outputs[min(self.outputs)]
+
+    def _input(self, t: int, keep: range, frame: vs.VideoFrame | None = None) -> tuple[Any, bool]:
+        hit = self.inputs.get(t)
+        if hit is not None:
+            return hit
+        for old in [k for k in self.inputs if k not in keep]:
+            self.spare.append(self.inputs.pop(old)[0])
+        if frame is None:
+            frame = self.src.get_frame(t)
+        buf = self.up.prepare(fr.read_planes(frame), out=self.spare.pop() if self.spare else None)
+        entry = (buf, t == 0 or is_cut(frame.props, self.threshold))
+        self.inputs[t] = entry
+        return entry
+
+    def _step(self, t: int, *, resume: bool, frame: vs.VideoFrame | None) -> Any:
+        keep = range(t - 1, t + 2)
+        cur, cut = self._input(t, keep, frame)
+        if cut or (not resume and t != self.last + 1):
+            self.up.reset()
+            self.stats["resets"] += 1
+            self.exact = cut
+        prev = cur if cut else self._input(t - 1, keep)[0]
+        nxt = cur
+        if t + 1 < self.num_frames:
+            nxt_t, nxt_cut = self._input(t + 1, keep)
+            nxt = cur if nxt_cut else nxt_t
+        sr = self.up.step(prev, cur, nxt, prepared=True)
+        self.last = t
+        self.stats["steps"] += 1
+        return sr
+
+
+def _contiguous() -> Any:
+    import torch
+
+    return torch.contiguous_format
+
+
+def upscale(
+    clip: vs.VideoNode,
+    /,
+    *,
+    weights: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    warmup: int = 16,
+    max_gap: int | None = None,
+    cache_frames: int | None = None,
+    strict: bool = False,
+    scene_change: bool = True,
+    sc_threshold: float = 0.1,
+    matrix: int | str | None = None,
+    tile: tuple[int, int] | None = None,
+    tile_pad: int = 24,
+    trt: bool = False,
+) -> vs.VideoNode:
+    """Upscale ``clip`` x4 in width and height with the recurrent VQD-SR / AnimeSR net (see docs/plugin.md).
+
+    weights: weight file (``vqdsr_vsr`` or ``animesr_vsr``); None = the bundled default model.
+    device: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:N".
+    precision: "auto" (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), "fp32", "fp16", "bf16".
+    warmup: frames run before a frame reached by a seek, to rebuild the state (0 = cold start).
+    max_gap: forward jumps up to this many frames are caught up exactly (default max(2*warmup, 2*threads+8)).
+    cache_frames: outputs kept for out-of-order requests (default max(8, 2*threads+4)).
+    strict: raise on any access that would need a reset (backward or uncaught jumps).
+    scene_change: reset the state at cuts (``_SceneChangePrev`` if set, else luma difference > sc_threshold).
+    matrix: YUV matrix (H.273 code or name) when the clip's ``_Matrix`` is unknown; overrides the prop.
+    tile: (width, height) LR tile for large frames, with tile_pad pixels of context (24 makes tiling exact).
+    trt: compile the cell with torch-tensorrt (NVIDIA only; engines cached in the user cache folder).
+    """
+    clip = fr.check_clip(clip, FUNC, min_size=4)
+    _check_int("warmup", warmup, 0)
+    _check_int("tile_pad", tile_pad, 0)
+    if max_gap is not None:
+        _check_int("max_gap", max_gap, 1)
+    if cache_frames is not None:
+        _check_int("cache_frames", cache_frames, 1)
+    if not isinstance(sc_threshold, int | float) or isinstance(sc_threshold, bool) or not sc_threshold >= 0:
+        raise fr.error(FUNC, f"sc_threshold must be a number >= 0, got {sc_threshold!r}")
+    for name, val in (("strict", strict), ("scene_change", scene_change), ("trt", trt)):
+        if not isinstance(val, bool):
+            raise fr.error(FUNC, f"{name} must be True or False, got {val!r}")
+    if tile is not None:
+        if (
+            not isinstance(tile, list | tuple)
+            or len(tile) != 2
+            or any(not isinstance(t, int) or isinstance(t, bool) or t < 4 for t in tile)
+        ):
+            raise fr.error(FUNC, f"tile must be (width, height) with both >= 4, got {tile!r}")
+    work = fr.to_working_rgb(clip, FUNC, matrix=matrix)
+    up = _load_upscaler(weights, device, precision, tile, tile_pad)
+    if trt:
+        _compile(up, clip)
+    threads = core.num_threads
+    src = with_scene_difference(work.rgb) if scene_change else work.rgb
+    runner = _Recurrence(
+        up,
+        src,
+        warmup=warmup,
+        max_gap=max_gap if max_gap is not None else max(2 * warmup, 2 * threads + 8),
+        cache_frames=cache_frames if cache_frames is not None else max(8, 2 * threads + 4),
+        strict=strict,
+        threshold=sc_threshold if scene_change else None,
+        out_dtype=_torch_dtype(fr.numpy_dtype(work.rgb)),
+    )
+    blank = core.std.BlankClip(work.rgb, width=clip.width * 4, height=clip.height * 4, keep=True)
+    out = core.std.ModifyFrame(blank, [blank, src], runner)
+    return work.back(out)
+
+
+def _check_int(name: str, val: Any, lo: int) -> None:
+    if not isinstance(val, int) or isinstance(val, bool) or val < lo:
+        raise fr.error(FUNC, f"{name} must be an int >= {lo}, got {val!r}")
+
+
+def _torch_dtype(np_dtype: Any) -> Any:
+    import torch
+
+    return torch.float16 if np_dtype.itemsize == 2 else torch.float32
+
+
+def _load_upscaler(weights: Any, device: str, precision: str, tile: Any, tile_pad: int) -> Any:
+    from vqdsr_core.inference import SequentialUpscaler
+    from vqdsr_core.weights import resolve_weights
+
+    try:
+        path = resolve_weights(weights, "vsr")
+        return SequentialUpscaler.from_weights(
+            path, device=device, precision=precision, func=FUNC, tile=None if tile is None else tuple(tile),
+            tile_pad=tile_pad,
+        )  # fmt: skip
+    except ValueError as e:  # WeightsError and bad device/precision
+        msg = str(e)
+        raise fr.error(FUNC, msg[len(FUNC) + 2 :] if msg.startswith(FUNC) else msg) from e
+
+
+def _compile(up: Any, clip: vs.VideoNode) -> None:
+    from vqdsr_core.models.vsr import MODULUS
+
+    from . import trt
+
+    h, w = (-(-s // MODULUS) * MODULUS for s in (clip.height, clip.width))
+    if up.tile is not None:
+        h, w = min(h, up.tile[1] + 2 * up.tile_pad), min(w, up.tile[0] + 2 * up.tile_pad)
+    try:
+        trt.compile_cell(up, (h, w), func=FUNC)
+    except RuntimeError as e:
+        raise vs.Error(str(e)) from e
