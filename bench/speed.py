@@ -144,6 +144,27 @@ def have_compiler() -> bool:
     return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++"))
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+def tune_malloc(tuned: bool = True, threshold: int = 1 << 30) -> bool:
+    """glibc: serve big tensors from the heap and keep freed memory, so per-frame tensors stop page-faulting.
+
+    By default glibc mmaps every block over 32 MB (and most over 128 KB at first) and unmaps it on free, so each
+    frame re-faults and zeroes ~170 MB (fp32) of fresh pages. ``tuned=False`` restores glibc's default
+    thresholds (128 KB). Process-wide; returns False where there is no glibc mallopt.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        value = threshold if tuned else 128 * 1024
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, value)) and bool(libc.mallopt(M_TRIM_THRESHOLD, value))
+    except (OSError, AttributeError):
+        return False
+
+
 def fast_cell(model: RecurrentVSRNet, example: tuple[Tensor, ...], *, compile: bool = True) -> tuple[Callable, str]:
     """The fast CPU recipe for ``model.cell`` (model already in its dtype and channels-last).
 
@@ -243,8 +264,11 @@ core.std.ModifyFrame(out, out, stamp).set_output()
 """
 
 
-def run_vspipe(lr: Tensor, weights: Path, precision: str, tmp: Path) -> tuple[list[float], float]:
-    """Render ``vsvqdsr.upscale`` with vspipe; (per-frame intervals from output timestamps, wall seconds)."""
+def run_vspipe(lr: Tensor, weights: Path, precision: str, tmp: Path, malloc: bool) -> tuple[list[float], float]:
+    """Render ``vsvqdsr.upscale`` with vspipe; (per-frame intervals from output timestamps, wall seconds).
+
+    ``malloc``: give vspipe the tuned glibc thresholds through the environment (``MALLOC_*_THRESHOLD_``).
+    """
     vspipe = shutil.which("vspipe", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     if vspipe is None:
         raise RuntimeError("vspipe not found")
@@ -268,6 +292,8 @@ def run_vspipe(lr: Tensor, weights: Path, precision: str, tmp: Path) -> tuple[li
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     if "XDG_CONFIG_HOME" not in env and (Path(sys.prefix) / "etc" / "vapoursynth").is_dir():
         env["XDG_CONFIG_HOME"] = str(Path(sys.prefix) / "etc")  # a venv's vspipe config (tools/bootstrap.sh)
+    if malloc:
+        env |= {k: str(1 << 30) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
     res = subprocess.run(args, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if res.returncode != 0:
@@ -316,6 +342,7 @@ class Row:
     name: str
     precision: str
     sec: float | None = None  # median seconds per frame
+    best: float | None = None  # fastest frame (least disturbed by other load)
     note: str = ""
     gflops: float | None = None
     roof_pct: float | None = None
@@ -323,15 +350,16 @@ class Row:
 
 
 def format_table(rows: list[Row]) -> str:
-    head = f"{'path':<46} {'prec':<5} {'s/frame':>8} {'fps':>6} {'GFLOP/s':>8} {'% roof':>7}  note"
+    head = f"{'path':<46} {'prec':<5} {'s/frame':>8} {'best':>6} {'fps':>6} {'GFLOP/s':>8} {'% roof':>7}  note"
     lines = [head, "-" * len(head)]
     for r in rows:
         if r.sec is None:
-            lines.append(f"{r.name:<46} {r.precision:<5} {'-':>8} {'-':>6} {'-':>8} {'-':>7}  {r.note}")
+            lines.append(f"{r.name:<46} {r.precision:<5} {'-':>8} {'-':>6} {'-':>6} {'-':>8} {'-':>7}  {r.note}")
             continue
         g = f"{r.gflops:8.0f}" if r.gflops is not None else f"{'-':>8}"
         p = f"{r.roof_pct:6.0f}%" if r.roof_pct is not None else f"{'-':>7}"
-        lines.append(f"{r.name:<46} {r.precision:<5} {r.sec:8.3f} {1 / r.sec:6.2f} {g} {p}  {r.note}")
+        b = f"{r.best:6.3f}" if r.best is not None else f"{'-':>6}"
+        lines.append(f"{r.name:<46} {r.precision:<5} {r.sec:8.3f} {b} {1 / r.sec:6.2f} {g} {p}  {r.note}")
     return "\n".join(lines)
 
 
@@ -404,6 +432,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip", default="", help=f"comma list of steps to skip: {','.join(STEPS)}")
     p.add_argument("--memory-frames", type=int, default=30, help="frames for the RSS run (documented run: 2000)")
     p.add_argument("--conv-iters", type=int, default=10, help="timed iterations of the roofline convolution")
+    p.add_argument("--malloc", choices=("tuned", "default"), default="tuned", help="glibc malloc (see tune_malloc)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--weights", default=None, help="VSR weight file (default: bundled, else random init)")
     p.add_argument("--json", default=None, help="also write all results to this JSON file")
@@ -432,16 +461,18 @@ class Bench:
         self.outs: dict[str, list[Tensor]] = {}
         self.roof: dict[str, float] = {}
         self.gflop = 0.0
+        self.tuned = False  # tune_malloc applied
 
     def measure(self, name: str, prec: str, fn: Callable[[], list[float]], note: str = "", cost: bool = True) -> Row:
         """Run ``fn`` (-> per-frame seconds) and add a row; an exception becomes a 'not measured' row."""
         try:
-            sec = median_after(fn(), self.warmup)
+            times = fn()
+            sec, best = median_after(times, self.warmup), min(times[self.warmup :] or times)
         except Exception as e:  # a missing peer or plugin must not stop the benchmark
             log.debug("%s failed", name, exc_info=True)
             row = Row(name, prec, note=f"not measured: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:90]}")
         else:
-            row = Row(name, prec, sec, note)
+            row = Row(name, prec, sec=sec, best=best, note=note)
             if cost:
                 row.gflops = self.gflop / sec
                 row.roof_pct = 100 * row.gflops / self.roof[prec] if prec in self.roof else None
@@ -454,15 +485,22 @@ class Bench:
         m.load_state_dict(self.model.state_dict())
         return m.to(dtype).to(memory_format=fmt)
 
-    def ours(self, p: str, weights: Path, tmp: Path) -> None:
-        """Every path of our net at precision ``p``."""
-        dt, lr, n, nf = DTYPES[p], self.lr, self.n, self.model.num_feat
+    def eager(self, p: str) -> None:
+        """The plain eager loops at precision ``p``, with glibc's default malloc (run before ``tune_malloc``)."""
+        dt, lr, nf = DTYPES[p], self.lr, self.model.num_feat
         if "naive" not in self.skip:
             m = self.copy_model(dt)
             self.measure("plain loop: eager, NCHW (naive)", p, lambda: run_cell_loop(m.cell, lr, dt, NCHW, nf)[0])
-        m = self.copy_model(dt, CL)
         if "eager-cl" not in self.skip:
+            m = self.copy_model(dt, CL)
             self.measure("plain loop: eager, channels-last", p, lambda: run_cell_loop(m.cell, lr, dt, CL, nf)[0])
+
+    def ours(self, p: str, weights: Path, tmp: Path) -> None:
+        """The tuned paths of our net at precision ``p`` (after ``tune_malloc`` unless --malloc default)."""
+        dt, lr, n, nf = DTYPES[p], self.lr, self.n, self.model.num_feat
+        m = self.copy_model(dt, CL)
+        if "eager-cl" not in self.skip and self.args.malloc == "tuned":
+            self.measure("plain loop: eager, CL, tuned malloc", p, lambda: run_cell_loop(m.cell, lr, dt, CL, nf)[0])
         if "autocast" not in self.skip and dt == torch.bfloat16:
             m32 = self.copy_model(torch.float32, CL)
 
@@ -498,7 +536,7 @@ class Bench:
             res: dict = {}
 
             def vsp() -> list[float]:
-                times, res["wall"] = run_vspipe(lr, weights, p, tmp)
+                times, res["wall"] = run_vspipe(lr, weights, p, tmp, self.tuned)
                 return [0.0, *times]  # intervals: one fewer than frames
 
             r = self.measure("vspipe: vsvqdsr.upscale (steady state)", p, vsp)
@@ -558,16 +596,19 @@ class Bench:
         self.gflop = 2 * macs / 1e9
         log.info("machine: %s; cell %.2f GFLOP per frame", info, self.gflop)
         for p in self.precs:
+            self.eager(p)
+        self.tuned = self.args.malloc == "tuned" and tune_malloc(True)
+        for p in self.precs:
             g, layout = conv_roofline(DTYPES[p], self.h, self.w, self.args.conv_iters)
             self.roof[p] = g
             self.rows.append(
                 Row(
                     f"limit: conv 64->64 3x3 at {self.w}x{self.h}",
                     p,
-                    self.gflop / g,
-                    f"conv roofline ({layout}), time = cell GFLOP / roofline",
-                    g,
-                    100.0,
+                    sec=self.gflop / g,
+                    note=f"conv roofline ({layout}{', tuned malloc' if self.tuned else ''}): cell GFLOP / limit",
+                    gflops=g,
+                    roof_pct=100.0,
                 )
             )
         tmp = Path(tempfile.mkdtemp(prefix="vqdsr_bench_"))
@@ -615,6 +656,9 @@ def _find(rows: list[Row], prefix: str, prec: str) -> Row | None:
 def report(b: Bench, info: dict, macs: int, memory: list[dict]) -> None:
     """Print the table and the derived ratios to stdout (and JSON with ``--json``)."""
     rows, outs, hr, args, h, w, n = b.rows, b.outs, b.hr, b.args, b.h, b.w, b.n
+    order = {p: i for i, p in enumerate(DTYPES)}
+    rows = sorted(rows, key=lambda r: (not r.name.startswith("limit"), r.name.startswith(("peer", "vs-mlrt", "GPU")),
+                                       order.get(r.precision, 9)))  # fmt: skip
     load_after = os.getloadavg()
     summary = []
     for p in DTYPES:

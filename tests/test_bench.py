@@ -86,7 +86,7 @@ def test_benchmark_runs_on_two_tiny_frames_and_prints_its_table(capsys, tmp_path
         lines = [ln for ln in out.splitlines() if ln.startswith(name)]
         assert lines, f"row {name!r} missing"
         for ln in lines:
-            assert re.search(r"(fp32|bf16)\s+\d+\.\d{3}\s+\d+\.\d\d", ln) or "not measured" in ln, ln
+            assert re.search(r"(fp32|bf16)\s+\d+\.\d{3}\s+(\d+\.\d{3}|-)\s+\d+\.\d\d", ln) or "not measured" in ln, ln
     assert re.search(r"GPU.*not measured: no GPU available", out) or torch.cuda.is_available()
     assert "quality: PSNR vs HR fp32" in out
     assert out_json.is_file() and '"rows"' in out_json.read_text()
@@ -96,7 +96,8 @@ def test_memory_run_reports_rss():
     model = RecurrentVSRNet(num_feat=8, num_block=(2, 1, 1)).eval()
     lr, _ = speed.cartoon_clip(3, 8, 8)
     mem = speed.memory_run(model, lr, torch.float32, 4, compile=False)
-    assert mem["frames"] == 4 and mem["peak_rss_mb"] >= mem["rss_end_mb"] > 0
+    assert mem["frames"] == 4 and mem["rss_end_mb"] > 0
+    assert mem["peak_rss_mb"] >= 0.95 * mem["rss_end_mb"]  # ru_maxrss and statm round differently
 
 
 def test_bad_options_are_clear_errors():
