@@ -21,6 +21,7 @@ _RUN = {
     "device": "auto",  # auto | cpu | cuda | cuda:N (DDP ranks use cuda:LOCAL_RANK)
     "precision": "fp32",  # fp32 | bf16 | fp16 | auto (autocast; weights stay fp32)
     "num_workers": 2,  # DataLoader worker processes per rank
+    "worker_start": "spawn",  # spawn | forkserver | fork (fork is fastest but can deadlock in threaded parents)
     "threads": 0,  # torch.set_num_threads in the main process; 0 = leave torch's default
     "log_every": 50,
     "ckpt_every": 5000,

@@ -61,6 +61,7 @@ def export_onnx(source: str | Path, out: str | Path, *, ema: bool = True, fp16: 
     height and width are dynamic.
     """
     import io
+    import warnings
 
     from ..weights import atomic_write_bytes, load_model
 
@@ -82,10 +83,12 @@ def export_onnx(source: str | Path, out: str | Path, *, ema: bool = True, fp16: 
         names.append("prev_sr")
     axes = {n: {0: "batch", 2: "height", 3: "width"} for n in [*names, "sr", "state_out"]}
     buf = io.BytesIO()
-    torch.onnx.export(
-        VSRCell(net), tuple(args), buf, dynamo=False, input_names=names, output_names=["sr", "state_out"],
-        dynamic_axes=axes, opset_version=opset,
-    )  # fmt: skip
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no onnxscript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            VSRCell(net), tuple(args), buf, dynamo=False, input_names=names, output_names=["sr", "state_out"],
+            dynamic_axes=axes, opset_version=opset,
+        )  # fmt: skip
     out = Path(out)
     atomic_write_bytes(out, buf.getvalue())
     return out

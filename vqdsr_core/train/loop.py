@@ -143,7 +143,9 @@ class Task(Protocol):
     export_info: dict[str, Any]  # {"net": name, "arch": ..., "config": {...}}
 
     def dataset(self) -> Dataset: ...
-    def collate(self, items: list) -> Any: ...
+
+    collate: Any  # module-level function (picklable) making a batch from samples
+
     def describe(self) -> str: ...
     def train_step(self, batch: Any, step: int) -> dict[str, float]: ...
     def validate(self) -> tuple[dict[str, float], float] | None: ...
@@ -188,14 +190,19 @@ class Trainer:
             "best": self.best,
             "scaler": self.env.scaler.state_dict() if self.env.scaler is not None else None,
             "export": t.export_info,
-            "rank_fingerprints": prints,  # per-rank hash of every network's weights (DDP keeps them equal)
+            "rank_fingerprints": prints,  # per-rank hash of every network's parameters (DDP keeps them equal)
         }
 
     def fingerprint(self) -> str:
-        """SHA-256 over the names, shapes and bytes of every trained network's tensors."""
+        """SHA-256 over the names, shapes and bytes of every trained network's parameters.
+
+        Buffers are left out: BatchNorm running statistics see each rank's own batch (DDP re-broadcasts rank 0's
+        at every forward), so they legitimately differ between ranks in between.
+        """
         from ..weights import tensors_sha256
 
-        return tensors_sha256({f"{k}.{n}": v for k, net in self.task.nets.items() for n, v in net.state_dict().items()})
+        nets = self.task.nets.items()
+        return tensors_sha256({f"{k}.{n}": p.detach() for k, net in nets for n, p in net.named_parameters()})
 
     def load(self, ckpt: dict[str, Any]) -> None:
         t = self.task
@@ -277,12 +284,15 @@ class Trainer:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
-        log.info("%s", t.describe())
+        if env.is_main:
+            log.info("%s", t.describe())
         if self.step >= t.total_iter:
             log.info("already at step %d of %d: nothing to do", self.step, t.total_iter)
             return 0
 
         workers = int(rc["num_workers"])
+        if rc["worker_start"] not in ("spawn", "forkserver", "fork"):
+            raise ValueError(f"config: run.worker_start must be spawn, forkserver or fork, got {rc['worker_start']!r}")
         loader = DataLoader(
             t.dataset(),
             batch_size=t.batch_size,
@@ -292,6 +302,7 @@ class Trainer:
             worker_init_fn=_worker_init if workers else None,
             persistent_workers=False,
             prefetch_factor=2 if workers else None,
+            multiprocessing_context=rc["worker_start"] if workers else None,
             pin_memory=env.device.type == "cuda",
         )
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}

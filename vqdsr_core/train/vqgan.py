@@ -40,6 +40,10 @@ class VQGANImages(Dataset):
         return self.frames[item]["image"]  # (3, crop, crop) in [0, 1]
 
 
+def stack_images(items: list[Tensor]) -> Tensor:
+    return torch.stack(items)
+
+
 class VQGANTask:
     """One VQGAN stage ("top" or "multi") for :class:`train.loop.Trainer`."""
 
@@ -82,6 +86,7 @@ class VQGANTask:
         self.schedulers: dict[str, Any] = {}
         self.emas = {"g": EMA(self.g, st.ema)} if st.ema > 0 else {}
         self.lpips = LPIPS(dev) if st.perceptual_weight else None
+        self.collate = stack_images  # a module-level function: DataLoader workers receive it pickled
 
     def _init_from_top(self, path: str) -> None:
         if path.endswith(".pt"):
@@ -101,9 +106,6 @@ class VQGANTask:
 
         d, seed = self.cfg["data"], self.cfg["run"].seed
         return VQGANImages(FrameFolderDataset(d.train, crop=d.crop, seed=seed), seed)
-
-    def collate(self, items: list[Tensor]) -> Tensor:
-        return torch.stack(items)
 
     def describe(self) -> str:
         w, b, st = self.env.world, self.batch_size, self.st

@@ -106,8 +106,11 @@ def degradation_config(cfg: dict, stage: str) -> Any:
 
     table = dict(cfg["degrade"])
     vqgan = cfg[stage].get("vqgan", "") if stage == "gan" else ""
-    if table.pop("vq", bool(vqgan)) and not vqgan:
-        raise ValueError(f"config: degrade.vq = true needs a VQGAN weight file in {stage}.vqgan (GAN stage only)")
+    if table.get("vq", bool(vqgan)) != bool(vqgan):
+        raise ValueError(
+            "config: degrade.vq is set for you (on exactly when the GAN stage names gan.vqgan); "
+            f"here degrade.vq = {str(table['vq']).lower()} but {stage}.vqgan = {vqgan!r}"
+        )
     table["vq"] = bool(vqgan)
     try:
         return DegradationConfig.from_dict(table)
@@ -164,6 +167,7 @@ class VSRTask:
             k: MultiStepLR(o, milestones=list(st.milestones), gamma=st.gamma) for k, o in self.optimizers.items()
         }
         self._val: list[tuple[Tensor, Tensor]] | None = None
+        self.collate = collate  # a module-level function: DataLoader workers receive it pickled
 
     def _init_from(self, path: str, arch: str) -> None:
         if path.endswith(".pt"):
@@ -191,9 +195,6 @@ class VSRTask:
         if self.stage == "net" and self.st.usm:
             usm = {"weight": self.st.usm_weight, "radius": self.st.usm_radius, "threshold": self.st.usm_threshold}
         return VSRPairs(clips, seed, self.deg_cfg, self.vqgan_path, self.vq_in_main, usm)
-
-    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        return collate(items)
 
     def _lr(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         dev = self.env.device
