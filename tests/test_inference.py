@@ -14,7 +14,7 @@ from vqdsr_core.inference import (
     upscale_frames,
 )
 from vqdsr_core.models.vsr import RecurrentVSRNet
-from vqdsr_core.weights import save_weights
+from vqdsr_core.weights import load_model, save_weights
 
 
 def tiny(feedback: bool = False, seed: int = 0) -> RecurrentVSRNet:
@@ -113,3 +113,31 @@ def test_luma_difference():
     g = torch.zeros(3, 4, 4)
     g[1] = 1
     assert luma_difference(a, g) == pytest.approx(0.7152, abs=1e-6)
+
+
+def test_cli_upscale_file_to_file(tmp_path, cartoon):
+    import av
+    from test_plugin_support import make_h264
+
+    from vqdsr_core.cli import main
+
+    src = make_h264(tmp_path / "in.mp4", cartoon(8, 24, 32, seed=2))
+    weights = save_weights(tmp_path / "w.safetensors", tiny(), arch="vqdsr_vsr", config=_tiny_config())
+    out = tmp_path / "out" / "up.mkv"
+    assert main(["upscale", str(src), str(out), "--weights", str(weights), "--max-frames", "6"]) == 0
+    with av.open(str(out)) as c:
+        got = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(got) == 6 and got[0].shape == (96, 128, 3)
+    with av.open(str(src)) as c:
+        lr = [torch.from_numpy(f.to_ndarray(format="rgb24")).permute(2, 0, 1).float() / 255 for f in c.decode(video=0)]
+    ref = upscale_frames(SequentialUpscaler(load_model(weights)[0]), lr[:6])
+    g = torch.from_numpy(got[5]).permute(2, 0, 1).float() / 255
+
+    def psnr(a, b):
+        return float(-10 * torch.log10(((a - b) ** 2).mean()))
+
+    # the same pictures through a 4:2:0 H.264 encode (the random net's output is full of chroma detail)
+    assert psnr(g, ref[5]) > 24 and psnr(g, ref[5]) > psnr(g, ref[0]) + 3, (psnr(g, ref[5]), psnr(g, ref[0]))
+    assert sorted(p.name for p in out.parent.iterdir()) == ["up.mkv"]  # no temp file left
+    assert main(["upscale", str(src), str(tmp_path / "x.mkv"), "--weights", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "x.mkv").exists()
