@@ -312,7 +312,7 @@ class Trainer:
 
             bar = tqdm(total=t.total_iter, initial=self.step, file=sys.stderr, dynamic_ncols=True, unit="it")
         stopped = False
-        t0, n0 = time.perf_counter(), self.step
+        t0, c0, n0 = time.perf_counter(), time.process_time(), self.step
         try:
             it = iter(loader)
             while self.step < t.total_iter:
@@ -337,7 +337,8 @@ class Trainer:
                         for i, g in enumerate(o.param_groups)
                     }
                     spi = (time.perf_counter() - t0) / max(self.step - n0, 1)
-                    self._record("train", {**logs, **lrs, "s_per_iter": spi})
+                    cpi = (time.process_time() - c0) / max(self.step - n0, 1)  # CPU time of this process's threads
+                    self._record("train", {**logs, **lrs, "s_per_iter": spi, "cpu_s_per_iter": cpi})
                     if bar is None:
                         eta = spi * (t.total_iter - self.step)
                         shown = " ".join(f"{k} {v:.4g}" for k, v in logs.items())
