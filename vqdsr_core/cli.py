@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("PIL").setLevel(logging.INFO)  # -v is for our debug messages, not PNG chunk dumps
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
