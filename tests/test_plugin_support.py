@@ -33,7 +33,7 @@ def tiny_vsr_weights(path: Path, *, feedback: bool = False, num_feat: int = 16, 
     return save_weights(path, model, arch=arch, config={"num_feat": num_feat})
 
 
-def train_little(path: Path, *, steps: int = 150, seed: int = 0, lr_size: int = 12, frames: int = 4) -> Path:
+def train_little(path: Path, *, steps: int = 100, seed: int = 0, lr_size: int = 8, frames: int = 3) -> Path:
     """Full-size VQD-SR net trained ``steps`` L1 steps on x4 area-downscaled cartoon clips (a trained-looking net).
 
     The LR->HR task makes the net rely on its inputs and its state the way a trained model does; random init
@@ -54,7 +54,7 @@ def train_little(path: Path, *, steps: int = 150, seed: int = 0, lr_size: int = 
     return save_weights(path, model, arch="vqdsr_vsr", config={}, extra={"card": f"test model, {steps} L1 steps"})
 
 
-def trained_weights(cache: pytest.Cache, steps: int = 150) -> Path:
+def trained_weights(cache: pytest.Cache, steps: int = 100) -> Path:
     """The ``train_little`` model, kept in pytest's cache folder (trained once per checkout)."""
     folder = cache.mkdir("vsvqdsr_trained_vsr")
     path = folder / f"vqdsr_vsr_l1_{steps}.safetensors"
@@ -157,3 +157,70 @@ def parse_y4m(data: bytes) -> tuple[dict[str, str], list[np.ndarray]]:
         frames.append(np.frombuffer(data, np.uint8, size, pos))
         pos += size
     return fields, frames
+
+
+def seek_decay(weights: Path, frames: np.ndarray, starts: tuple[int, ...], max_dist: int) -> list[float]:
+    """Mean PSNR (dB) of a cold start at s vs the linear pass, by warm-up length d = t - s (d = 0..max_dist).
+
+    A seek to frame n with ``warmup=W`` starts cold at n - W, so its error is this curve at d = W.
+    """
+    from vqdsr_core.inference import SequentialUpscaler, upscale_frames
+    from vqdsr_core.weights import load_model
+
+    up = SequentialUpscaler(load_model(weights)[0])
+    x = list(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255)
+    linear = upscale_frames(up, x)
+    by_dist: list[list[float]] = [[] for _ in range(max_dist + 1)]
+    for s in starts:
+        up.reset()
+        for d in range(max_dist + 1):
+            t = s + d
+            out = up.step(x[t - 1], x[t], x[min(t + 1, len(x) - 1)])[0]
+            by_dist[d].append(psnr(out.numpy(), linear[t].numpy()))
+    return [float(np.mean(v)) for v in by_dist]
+
+
+def filter_overhead(weights: Path, frames: np.ndarray, repeats: int = 2) -> tuple[float, float]:
+    """(plain loop s/frame, filter s/frame): SequentialUpscaler.step vs vsvqdsr.upscale on the same RGBS frames."""
+    import time
+
+    import vsvqdsr
+    from vqdsr_core.inference import SequentialUpscaler, upscale_frames
+    from vqdsr_core.weights import load_model
+
+    x = list(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255)
+    src = clip_from_frames(frames)
+    src_frames = [src.get_frame(i) for i in range(len(frames))]  # decode once, outside the timing
+    del src_frames
+    loop, filt = [], []
+    for _ in range(repeats):
+        up = SequentialUpscaler(load_model(weights)[0])
+        t0 = time.perf_counter()
+        upscale_frames(up, x)
+        loop.append((time.perf_counter() - t0) / len(x))
+        out = vsvqdsr.upscale(src, weights=str(weights), precision="fp32", scene_change=False)
+        t0 = time.perf_counter()
+        for f in out.frames():
+            del f
+        filt.append((time.perf_counter() - t0) / len(x))
+    return min(loop), min(filt)
+
+
+if __name__ == "__main__":  # measurements quoted in docs/plugin.md: python tests/test_plugin_support.py PATH
+    import logging
+
+    logging.basicConfig(level=logging.INFO)
+    trained = Path(sys.argv[1])
+    if not trained.is_file():
+        train_little(trained)
+    clip = cartoon_frames(40, 16, 16, seed=21, motion=2)
+    for name, w in (
+        ("trained", trained),
+        ("random init", tiny_vsr_weights(Path("/tmp/_rand.safetensors"), num_feat=64)),
+    ):
+        curve = seek_decay(w, clip, starts=(10, 20), max_dist=16)
+        print(name, "PSNR by warm-up length:", {d: round(p, 1) for d, p in enumerate(curve)})
+    loop, filt = filter_overhead(trained, cartoon_frames(20, 24, 32, seed=22))
+    print(
+        f"plain loop {loop * 1e3:.1f} ms/frame, filter {filt * 1e3:.1f} ms/frame, overhead {(filt - loop) * 1e3:.1f} ms"
+    )
