@@ -11,9 +11,7 @@ Frames already written are skipped, so an interrupted run resumes; each PNG is w
 
 from __future__ import annotations
 
-import io
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .data.clips import load_image, save_png_atomic
 from .importers.ncnn import upscale_frames
 
 log = logging.getLogger(__name__)
@@ -36,30 +35,6 @@ def enhance_frames(x: Tensor, model: nn.Module, tile: int = 0, pad: int = 10) ->
     h, w = x.shape[-2:]
     sr = upscale_frames(model, x, pad=pad, tile=tile)  # (N, 3, 4H, 4W)
     return F.interpolate(sr, size=(h, w), mode="bicubic", align_corners=False, antialias=True).clamp_(0, 1)
-
-
-def _load_rgb(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"enhance: cannot read image {str(path)!r}: {e}") from e
-
-
-def _save_png(img: np.ndarray, path: Path) -> None:
-    """Write (H, W, 3) uint8 as PNG atomically (temp file + rename), mode 0644 minus the umask."""
-    from PIL import Image
-
-    from .weights import atomic_write_bytes
-
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG", compress_level=3)
-    atomic_write_bytes(path, buf.getvalue())
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def _to_uint8(x: Tensor) -> np.ndarray:
@@ -148,9 +123,9 @@ def enhance_tree(
                     reader, reader_path = video[1](job.source), job.source
                 img = reader[src]
             else:
-                img = _load_rgb(src)
+                img = load_image(src)
             x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255
-            _save_png(_to_uint8(enhance_frames(x, model, tile=tile, pad=pad)[0]), job.out_dir / name)
+            save_png_atomic(_to_uint8(enhance_frames(x, model, tile=tile, pad=pad)[0]), job.out_dir / name)
             counts["written"] += 1
     finally:
         if reader is not None:
