@@ -12,7 +12,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is a checkout folder, not installed
 
-from bench import speed
+from bench import runners, speed
 from bench.onnx_cell import ZeroStateCell, export_cell_onnx
 from vqdsr_core.models.vsr import RecurrentVSRNet
 
@@ -27,14 +27,14 @@ def test_cell_macs_match_layer_shapes():
             scale = 4 if "s4" in name else 2 if "s2" in name else 1  # output scale of the conv's branch
             ho, wo = h // scale, w // scale
             expect += ho * wo * m.out_channels * m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-    assert speed.cell_macs(model, h, w) == expect
+    assert runners.cell_macs(model, h, w) == expect
 
 
 def test_fast_cell_without_compiler_is_the_eager_cell(monkeypatch):
     model = RecurrentVSRNet(num_feat=8, num_block=(2, 1, 1)).eval()
-    monkeypatch.setattr(speed, "have_compiler", lambda: False)
+    monkeypatch.setattr(runners, "have_compiler", lambda: False)
     x = torch.rand(1, 3, 8, 8)
-    cell, how = speed.fast_cell(model, (x, x, x, torch.zeros(1, 8, 8, 8)), compile=True)
+    cell, how = runners.fast_cell(model, (x, x, x, torch.zeros(1, 8, 8, 8)), compile=True)
     assert "no C++ compiler" in how
     assert cell == model.cell
 
@@ -80,7 +80,7 @@ def test_benchmark_runs_on_two_tiny_frames_and_prints_its_table(capsys, tmp_path
     assert speed.main(args) == 0
     out = capsys.readouterr().out
     assert "16x16 LR -> 64x64" in out
-    per_px = speed.cell_macs(RecurrentVSRNet(), 16, 16) / 256 / 1e6
+    per_px = runners.cell_macs(RecurrentVSRNet(), 16, 16) / 256 / 1e6
     assert f"{per_px:.4f} M multiply-adds per LR pixel" in out
     for name in ("limit: conv 64->64 3x3", "plain loop: eager, NCHW", "plain loop: fast recipe", "vs-mlrt ORT"):
         lines = [ln for ln in out.splitlines() if ln.startswith(name)]
@@ -94,8 +94,8 @@ def test_benchmark_runs_on_two_tiny_frames_and_prints_its_table(capsys, tmp_path
 
 def test_memory_run_reports_rss():
     model = RecurrentVSRNet(num_feat=8, num_block=(2, 1, 1)).eval()
-    lr, _ = speed.cartoon_clip(3, 8, 8)
-    mem = speed.memory_run(model, lr, torch.float32, 4, compile=False)
+    lr, _ = runners.cartoon_clip(3, 8, 8)
+    mem = runners.memory_run(model, lr, torch.float32, 4, compile=False)
     assert mem["frames"] == 4 and mem["rss_end_mb"] > 0
     assert mem["peak_rss_mb"] >= 0.95 * mem["rss_end_mb"]  # ru_maxrss and statm round differently
 
