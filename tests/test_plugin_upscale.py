@@ -225,3 +225,14 @@ def test_wrong_architecture_is_refused(tmp_path, cartoon):
     path = save_weights(tmp_path / "s.safetensors", SRVGGNetCompact(num_conv=1), arch="srvgg_compact", config={})
     with pytest.raises(vs.Error, match=r"vsvqdsr\.upscale: .*holds a 'srvgg_compact' model"):
         vsvqdsr.upscale(clip_from_frames(cartoon(1, 8, 8)), weights=str(path))
+
+
+def test_cache_keeps_frames_near_the_current_one_after_a_seek(weights, cartoon):
+    """After a backward seek, caught-up frames must stay cached (not evicted in favour of stale far frames)."""
+    clip = clip_from_frames(cartoon(12, 16, 16, seed=12))
+    kw = {"weights": str(weights), "precision": "fp32", "warmup": 1, "max_gap": 4, "cache_frames": 4}
+    a = vsvqdsr.upscale(clip, scene_change=False, **kw)
+    # 8..11 fill the cache; seek back to 2, jump to 6 (catch-up 3..6), then 3..5 must come from the cache
+    got = render(a, [8, 9, 10, 11, 2, 6, 3, 4, 5])
+    want = render(vsvqdsr.upscale(clip, scene_change=False, **kw), [8, 9, 10, 11, 2, 3, 4, 5, 6])
+    assert all(np.array_equal(x, y) for x, y in zip(got, want))

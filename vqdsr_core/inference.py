@@ -10,6 +10,7 @@ full frame.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -140,7 +141,9 @@ class SequentialUpscaler:
         else:
             if len(frame) != 3:
                 raise ValueError(f"SequentialUpscaler.prepare: expected 3 planes, got {len(frame)}")
-            planes = [torch.from_numpy(np.asarray(p)) for p in frame]
+            with warnings.catch_warnings():  # read-only views (e.g. VapourSynth planes) are only read here
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                planes = [torch.from_numpy(np.asarray(p)) for p in frame]
         h, w = planes[0].shape[-2:]
         if any(p.shape != planes[0].shape for p in planes):
             raise ValueError("SequentialUpscaler.prepare: the three planes differ in size")

@@ -4,7 +4,7 @@ VapourSynth calls a ``std.ModifyFrame`` callback one at a time but not in frame 
 almost every consecutive pair arrives swapped). ``_Recurrence`` serialises the model behind a lock and keeps
 ``last`` (the frame the state belongs to):
 
-- frame n cached -> return it (bounded cache of recent outputs, lowest frame evicted first);
+- frame n cached -> return it (bounded cache: frames from before the last seek go first, then the farthest);
 - last < n <= last + max_gap -> catch up: fetch inputs last+1..n in order with ``get_frame``, step, cache;
 - anything else (backward or far jump) -> reset and warm up on frames max(0, n - warmup)..n-1
   (``strict=True`` raises instead).
@@ -43,6 +43,7 @@ class _Recurrence:
         self.last = -1  # frame whose state self.up holds (-1: none)
         self.exact = False  # True when that state equals the one of a linear pass
         self.outputs: dict[int, Any] = {}  # frame -> (3, 4h, 4w) CPU tensor in the output dtype
+        self.epoch: dict[int, int] = {}  # frame -> number of seeks before it was computed
         self.inputs: dict[int, tuple[Any, bool]] = {}  # frame -> (prepared tensor, is cut), at most 4
         self.spare: list[Any] = []
         self.stats = {"steps": 0, "resets": 0, "seeks": 0}
@@ -70,20 +71,22 @@ class _Recurrence:
             )
         else:
             start, resume = max(0, n - self.warmup), False
-            self.stats["seeks"] += 1
+            self.stats["seeks"] += 1  # outputs cached before this seek are evicted first from now on
             log.debug("%s: seek to %d, warming up from %d", FUNC, n, start)
         out = None
         for t in range(start, n + 1):
             sr = self._step(t, resume=resume and t == start, frame=frame if t == n else None)
-            if self.exact or t == n:
+            if resume or self.exact or t == n:  # not the warm-up frames of a seek
                 out = sr[0].to(device="cpu", dtype=self.out_dtype, memory_format=_contiguous())
                 self._cache(t, out)
         return out
 
     def _cache(self, t: int, out: Any) -> None:
         self.outputs[t] = out
-        while len(self.outputs) > self.cache_frames:
-            del self.outputs[min(self.outputs)]
+        self.epoch[t] = now = self.stats["seeks"]
+        while len(self.outputs) > self.cache_frames:  # drop frames from before the last seek, then the farthest
+            k = max(self.outputs, key=lambda k: (self.epoch[k] != now, abs(k - t), -k))
+            del self.outputs[k], self.epoch[k]
 
     def _input(self, t: int, keep: range, frame: vs.VideoFrame | None = None) -> tuple[Any, bool]:
         hit = self.inputs.get(t)
