@@ -7,7 +7,7 @@
 #
 # Chunks: each piece starts with a seek, so vsvqdsr.upscale warms its recurrent state up on the `warmup` frames
 # before the piece (default 16); the joined result then matches one linear render within the tolerance given in
-# README.md ("VapourSynth filters") (exact at scene cuts and in the first `warmup` frames). Pieces can run on different machines.
+# the README (exact at scene cuts and in the first `warmup` frames). Pieces can run on different machines.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")

@@ -206,7 +206,7 @@ def filter_overhead(weights: Path, frames: np.ndarray, repeats: int = 2) -> tupl
     return min(loop), min(filt)
 
 
-if __name__ == "__main__":  # measurements quoted in README.md ("VapourSynth filters"): python tests/test_plugin_support.py PATH
+if __name__ == "__main__":  # measurements quoted in the README: python tests/test_plugin_support.py PATH
     import logging
 
     logging.basicConfig(level=logging.INFO)

@@ -103,7 +103,7 @@ def test_seek_warms_up_and_strict_refuses(weights, cartoon):
 
 @pytest.mark.slow
 def test_seek_tolerance_with_a_trained_model(cartoon, request):
-    """Seek vs linear after a 16-frame warm-up, on a model trained a little (see README.md ("VapourSynth filters"))."""
+    """Seek vs linear after a 16-frame warm-up, on a model trained a little (see the README)."""
     path = trained_weights(request.config.cache)
     frames = cartoon(30, 16, 16, seed=6, motion=2)
     linear = reference(path, frames)

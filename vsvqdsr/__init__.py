@@ -1,7 +1,7 @@
 """vsvqdsr: VQD-SR animation video super-resolution for VapourSynth.
 
 ``vsvqdsr.upscale(clip)`` runs the recurrent x4 VSR net with its state kept correct under any request order;
-``vsvqdsr.degrade(clip)`` runs the VQ degradation model. Parameters: README.md ("VapourSynth filters").
+``vsvqdsr.degrade(clip)`` runs the VQ degradation model. Parameters: the README.
 """
 
 from __future__ import annotations

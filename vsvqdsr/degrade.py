@@ -51,7 +51,7 @@ def degrade(
     precision: str = "fp32",
     matrix: int | str | None = None,
 ) -> vs.VideoNode:
-    """Degrade ``clip`` through the VQ degradation model; same size and format out (see README.md ("VapourSynth filters")).
+    """Degrade ``clip`` through the VQ degradation model; same size and format out (see the README).
 
     weights: ``multiscale_vqgan`` weight file; None = the bundled default "vqgan" model.
     k_top, k_mid, k_bottom: an int k (k-th nearest code) or an inclusive (lo, hi) range drawn uniformly.

@@ -143,7 +143,7 @@ def upscale(
     tile_pad: int = 24,
     trt: bool = False,
 ) -> vs.VideoNode:
-    """Upscale ``clip`` x4 in width and height with the recurrent VQD-SR / AnimeSR net (see README.md ("VapourSynth filters")).
+    """Upscale ``clip`` x4 in width and height with the recurrent VQD-SR / AnimeSR net (see the README).
 
     weights: weight file (``vqdsr_vsr`` or ``animesr_vsr``); None = the bundled default model.
     device: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:N".
