@@ -341,11 +341,14 @@ def report(b: Bench, info: dict, macs: int, memory: list[dict]) -> None:
                 f"{p}: fast recipe reaches {fast.roof_pct:.0f}% of the {p} conv roofline"
                 + (f", {base.sec / fast.sec:.2f}x the naive eager loop" if base else "")
             )
-        for name in ("SequentialUpscaler.step + fast_cell", "SequentialUpscaler.step (", "vspipe: vsvqdsr"):
+        eager = _find(rows, "plain loop: eager, CL, tuned", p) or _find(rows, "plain loop: eager, channels-last", p)
+        pairs = (("SequentialUpscaler.step + fast_cell", fast), ("SequentialUpscaler.step (", eager),
+                 ("vspipe: vsvqdsr", eager), ("vspipe: vsvqdsr", fast))  # fmt: skip
+        for name, ref in pairs:
             r = _find(rows, name, p)
-            if r and fast:
+            if r and ref:
                 summary.append(
-                    f"{p}: {r.name}: {100 * (r.sec / fast.sec - 1):+.1f}% time vs the fast plain loop"
+                    f"{p}: {r.name}: {100 * (r.sec / ref.sec - 1):+.1f}% time vs '{ref.name}'"
                     + (f", {r.roof_pct:.0f}% of roofline" if r.roof_pct is not None else "")
                 )
     ort = _find(rows, "vs-mlrt ORT", "fp32")
