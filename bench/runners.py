@@ -140,6 +140,7 @@ def have_compiler() -> bool:
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+_MALLOC = {"tuned": False}  # set by tune_malloc
 
 
 def tune_malloc(tuned: bool = True, threshold: int = 1 << 30) -> bool:
@@ -155,7 +156,9 @@ def tune_malloc(tuned: bool = True, threshold: int = 1 << 30) -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         value = threshold if tuned else 128 * 1024
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, value)) and bool(libc.mallopt(M_TRIM_THRESHOLD, value))
+        ok = bool(libc.mallopt(M_MMAP_THRESHOLD, value)) and bool(libc.mallopt(M_TRIM_THRESHOLD, value))
+        _MALLOC["tuned"] = ok and tuned
+        return ok
     except (OSError, AttributeError):
         return False
 
@@ -361,7 +364,7 @@ def memory_run(model: RecurrentVSRNet, lr: Tensor, dtype: torch.dtype, frames: i
                 log.info("memory run: frame %d, RSS %.1f MB, %.1f s", t + 1, samples[-1][1], time.perf_counter() - t0)
     base = samples[0][1] if len(samples) > 1 else samples[-1][1]
     return {
-        "path": f"{path} + {how}",
+        "path": f"{path} + {how}" + (", tuned malloc" if _MALLOC["tuned"] else ""),
         "frames": frames,
         "seconds": time.perf_counter() - t0,
         "rss_after_10_mb": base,

@@ -240,20 +240,9 @@ class Bench:
         out = []
         a = self.args
         for p in self.precs:
-            cmd = [
-                sys.executable,
-                "-m",
-                "bench.speed",
-                "--memory-run",
-                str(a.memory_frames),
-                "--precision",
-                p,
-                "--size",
-                a.size,
-                "--compile",
-                a.compile,
-                *(["--weights", a.weights] if a.weights else []),
-            ]
+            cmd = [sys.executable, "-m", "bench.speed", "--memory-run", str(a.memory_frames), "--precision", p,
+                   "--size", a.size, "--compile", a.compile, "--malloc", a.malloc, "--threads", str(a.threads),
+                   *(["--weights", a.weights] if a.weights else [])]  # fmt: skip
             res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
             if res.returncode == 0:
                 out.append({"precision": p, **json.loads(res.stdout.strip().splitlines()[-1])})
@@ -315,6 +304,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.speed") -> 
     CLOCK["name"] = args.clock
     bench = Bench(args)
     if args.memory_run:  # child: one clean process per RSS measurement
+        if args.malloc == "tuned":
+            tune_malloc(True)
         mem = memory_run(bench.model, bench.lr, DTYPES[bench.precs[0]], args.memory_run, bench.compile)
         print(json.dumps(mem))
         return 0
