@@ -54,10 +54,9 @@ def train_little(path: Path, *, steps: int = 100, seed: int = 0, lr_size: int = 
     return save_weights(path, model, arch="vqdsr_vsr", config={}, extra={"card": f"test model, {steps} L1 steps"})
 
 
-def trained_weights(cache: pytest.Cache, steps: int = 100) -> Path:
-    """The ``train_little`` model, kept in pytest's cache folder (trained once per checkout)."""
-    folder = cache.mkdir("vsvqdsr_trained_vsr")
-    path = folder / f"vqdsr_vsr_l1_{steps}.safetensors"
+def trained_weights(folder: Path, steps: int = 100) -> Path:
+    """The ``train_little`` model in ``folder`` (trained once, reused while the file exists)."""
+    path = Path(folder) / f"vqdsr_vsr_l1_{steps}.safetensors"
     if not path.is_file():
         train_little(path, steps=steps)
     return path

@@ -19,6 +19,14 @@ vs = pytest.importorskip("vapoursynth")
 core = vs.core
 
 
+@pytest.fixture(scope="session")
+def trained_folder(request, tmp_path_factory):
+    """Where the little-trained model lives: pytest's cache folder (trained once per checkout) or, with the cache
+    plugin off, a temporary folder for this session."""
+    cache = getattr(request.config, "cache", None)
+    return cache.mkdir("vsvqdsr_trained_vsr") if cache is not None else tmp_path_factory.mktemp("trained_vsr")
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     return tiny_vsr_weights(tmp_path_factory.mktemp("w") / "vsr.safetensors")
@@ -102,9 +110,9 @@ def test_seek_warms_up_and_strict_refuses(weights, cartoon):
 
 
 @pytest.mark.slow
-def test_seek_tolerance_with_a_trained_model(cartoon, request):
+def test_seek_tolerance_with_a_trained_model(cartoon, trained_folder):
     """Seek vs linear after a 16-frame warm-up, on a model trained a little (see the README)."""
-    path = trained_weights(request.config.cache)
+    path = trained_weights(trained_folder)
     frames = cartoon(30, 16, 16, seed=6, motion=2)
     linear = reference(path, frames)
     clip = clip_from_frames(frames)
@@ -176,8 +184,8 @@ def test_feedback_variant_runs(tmp_path, cartoon):
     assert max(np.abs(a - b).max() for a, b in zip(out, ref)) < 1e-4
 
 
-def test_bf16_within_half_a_db_of_fp32(cartoon, request):
-    path = trained_weights(request.config.cache)
+def test_bf16_within_half_a_db_of_fp32(cartoon, trained_folder):
+    path = trained_weights(trained_folder)
     hr = cartoon(4, 64, 64, seed=8)
     lr = hr.reshape(4, 16, 4, 16, 4, 3).mean(axis=(2, 4)).round().astype(np.uint8)
     clip = clip_from_frames(lr)
