@@ -362,7 +362,7 @@ def memory_run(model: RecurrentVSRNet, lr: Tensor, dtype: torch.dtype, frames: i
             if t == min(9, frames - 1) or t == frames - 1 or t % 100 == 0:
                 samples.append((t + 1, round(rss_mb(), 1)))
                 log.info("memory run: frame %d, RSS %.1f MB, %.1f s", t + 1, samples[-1][1], time.perf_counter() - t0)
-    base = samples[0][1] if len(samples) > 1 else samples[-1][1]
+    base = next(v for f, v in samples if f >= min(10, frames))  # RSS once warm (frame 10)
     return {
         "path": f"{path} + {how}" + (", tuned malloc" if _MALLOC["tuned"] else ""),
         "frames": frames,
