@@ -38,7 +38,15 @@ setup(
         "train": train,
         "trt": ["torch-tensorrt==2.14.0"],
         "demo": ["vapoursynth-bestsource"],
-        "dev": [*train, "pytest>=8", "pytest-timeout>=2", "ruff>=0.6", "vapoursynth-bestsource", "vapoursynth-lsmas"],
+        "dev": [
+            *train,
+            "pytest>=8",
+            "pytest-timeout>=2",
+            "ruff>=0.6",
+            "vapoursynth-bestsource",
+            "vapoursynth-lsmas",
+            "vapoursynth-mlrt-ort",  # the benchmark's vs-mlrt ONNX Runtime CPU comparison
+        ],
     },
     entry_points={"console_scripts": ["vqdsr = vqdsr_core.cli:main"]},
 )

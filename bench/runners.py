@@ -139,7 +139,6 @@ def have_compiler() -> bool:
     return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++"))
 
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 _MALLOC = {"tuned": False}  # set by tune_malloc
 
 
@@ -150,17 +149,11 @@ def tune_malloc(tuned: bool = True, threshold: int = 1 << 30) -> bool:
     frame re-faults and zeroes ~170 MB (fp32) of fresh pages. ``tuned=False`` restores glibc's default
     thresholds (128 KB). Process-wide; returns False where there is no glibc mallopt.
     """
-    import ctypes
-    import ctypes.util
+    from vqdsr_core.inference import tune_cpu_malloc
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        value = threshold if tuned else 128 * 1024
-        ok = bool(libc.mallopt(M_MMAP_THRESHOLD, value)) and bool(libc.mallopt(M_TRIM_THRESHOLD, value))
-        _MALLOC["tuned"] = ok and tuned
-        return ok
-    except (OSError, AttributeError):
-        return False
+    ok = tune_cpu_malloc(threshold if tuned else 128 * 1024)
+    _MALLOC["tuned"] = ok and tuned
+    return ok
 
 
 def fast_cell(model: RecurrentVSRNet, example: tuple[Tensor, ...], *, compile: bool = True) -> tuple[Callable, str]:

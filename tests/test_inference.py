@@ -141,3 +141,32 @@ def test_cli_upscale_file_to_file(tmp_path, cartoon):
     assert sorted(p.name for p in out.parent.iterdir()) == ["up.mkv"]  # no temp file left
     assert main(["upscale", str(src), str(tmp_path / "x.mkv"), "--weights", str(tmp_path / "none")]) == 2
     assert not (tmp_path / "x.mkv").exists()
+
+
+def test_cpu_malloc_tuning_is_accepted_by_glibc():
+    from vqdsr_core.inference import tune_cpu_malloc
+
+    assert tune_cpu_malloc() is True  # this machine runs glibc: mallopt accepted both thresholds
+
+
+def test_compiled_cell_matches_eager(cartoon_tensor):
+    import shutil
+
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        pytest.skip("no C++ compiler: compile=True runs eager here (tested below)")
+    clip = cartoon_tensor(3, 16, 20, seed=3)
+    eager = SequentialUpscaler(tiny().eval(), device=torch.device("cpu"), dtype=torch.float32)
+    fast = SequentialUpscaler(tiny().eval(), device=torch.device("cpu"), dtype=torch.float32, compile=True)
+    assert fast.cell_fn is not fast.model.cell
+    for t in range(3):
+        a = eager.step(clip[max(t - 1, 0)], clip[t], clip[min(t + 1, 2)])
+        b = fast.step(clip[max(t - 1, 0)], clip[t], clip[min(t + 1, 2)])
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+
+
+def test_compile_without_a_compiler_runs_eager(monkeypatch):
+    import vqdsr_core.inference as inference
+
+    monkeypatch.setattr(inference.shutil, "which", lambda name: None)
+    up = SequentialUpscaler(tiny().eval(), device=torch.device("cpu"), dtype=torch.float32, compile=True)
+    assert up.cell_fn == up.model.cell

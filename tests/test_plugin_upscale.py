@@ -215,6 +215,7 @@ def test_bf16_within_half_a_db_of_fp32(cartoon, trained_folder):
         (lambda c: c, {"weights": "/nonexistent.safetensors"}, "does not exist"),
         (lambda c: c, {"weights": None}, "no bundled default vsr model"),
         (lambda c: c, {"trt": True}, "trt=True needs"),
+        (lambda c: c, {"compile": "yes"}, "compile must be True or False"),
     ],
 )
 def test_bad_input_raises_vs_error(weights, cartoon, make, kwargs, message):

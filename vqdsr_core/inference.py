@@ -10,6 +10,7 @@ full frame.
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +29,46 @@ CELL_RECEPTIVE_RADIUS = 24
 LUMA_709 = (0.2126, 0.7152, 0.0722)
 
 CellFn = Callable[..., tuple[Tensor, Tensor]]
+
+
+def tune_cpu_malloc(threshold: int = 1 << 30) -> bool:
+    """glibc: keep per-frame tensors on the heap instead of mmap/munmap for every allocation over 128 KB-32 MB.
+
+    Without it every cell call page-faults and zeroes ~170 MB (fp32) / ~50 MB (bf16) of fresh pages
+    (bench/PERFORMANCE.md). Process-wide and idempotent; False where glibc's mallopt is unavailable.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, threshold)) and bool(libc.mallopt(-1, threshold))  # M_MMAP_, M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
+def compiled_cell(model: nn.Module) -> CellFn:
+    """``torch.compile`` (inductor, freezing) of ``model.cell`` for CPU; the eager cell without a C++ compiler.
+
+    Compilation happens on the first call (tens of seconds on 2 cores); any failure there logs a warning and
+    falls back to the eager cell for good.
+    """
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        log.warning("SequentialUpscaler: compile=True but no C++ compiler (g++) found; running eager")
+        return model.cell
+    fn = [torch.compile(model.cell, dynamic=False, options={"freezing": True})]
+
+    def cell(*args: Tensor | None) -> tuple[Tensor, Tensor]:
+        try:
+            return fn[0](*args)
+        except Exception as e:  # inductor / compiler trouble: keep rendering
+            if fn[0] is model.cell:
+                raise
+            log.warning("SequentialUpscaler: torch.compile failed (%s: %s); running eager", type(e).__name__, e)
+            fn[0] = model.cell
+            return model.cell(*args)
+
+    return cell
 
 
 def _round_up(x: int, m: int) -> int:
@@ -70,6 +111,7 @@ class SequentialUpscaler:
         tile: tuple[int, int] | None = None,
         tile_pad: int = CELL_RECEPTIVE_RADIUS,
         channels_last: bool = True,
+        compile: bool = False,
     ) -> None:
         if not hasattr(model, "cell") or not hasattr(model, "feedback"):
             raise ValueError(f"SequentialUpscaler: expected a RecurrentVSRNet, got {type(model).__name__}")
@@ -86,6 +128,10 @@ class SequentialUpscaler:
         self.tile = None if tile is None else (_round_up(int(tile[0]), MODULUS), _round_up(int(tile[1]), MODULUS))
         self.tile_pad = _round_up(int(tile_pad), MODULUS)
         self.cell_fn: CellFn = self.model.cell  # replaced by a compiled cell (TensorRT) when asked
+        if self.device.type == "cpu":
+            tune_cpu_malloc()
+            if compile:
+                self.cell_fn = compiled_cell(self.model)
         self.size: tuple[int, int] | None = None  # (h, w) of the LR frames
         self.state: Tensor | None = None
         self.prev_sr: Tensor | None = None
