@@ -76,7 +76,15 @@ def test_writes_markdown_tables_bar_and_crops(setup):
     assert md.count("**Bar (default vs bicubic):") == 2
     bar = md.split("**Bar (default vs bicubic):")[1]
     assert all(k in bar.split("\n")[0] for k in ("PSNR-Y", "SSIM-Y", "LPIPS", "tErr"))
-    assert "commit:" in md and "machine:" in md and "command: `python -m" not in md.split("\n")[2]
+    assert "- commit: `" in md and "- machine: " in md and "- command: `" in md
+
+
+def test_command_line_is_written_as_typed():
+    from vqdsr_core.evaluation.run import command_line
+
+    assert command_line(["/x/.venv/bin/vqdsr", "eval", "--clips", "a b"]) == "vqdsr eval --clips 'a b'"
+    assert command_line(["/x/vqdsr_core/__main__.py", "eval"]) == "python -m vqdsr_core eval"
+    assert command_line(["/x/bench/quality.py", "--frames", "3"]) == "python -m bench.quality --frames 3"
 
 
 def test_metric_columns_are_finite_and_aggregated_by_frame(setup):
