@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 VSR_ARCHS = ("vqdsr_vsr", "animesr_vsr")
 # receptive-field radius of RecurrentVSRNet.cell in LR pixels (measured by back-propagating from one pixel)
 CELL_RECEPTIVE_RADIUS = 24
-LUMA_709 = (0.2126, 0.7152, 0.0722)
 
 CellFn = Callable[..., tuple[Tensor, Tensor]]
 
@@ -266,9 +265,10 @@ class SequentialUpscaler:
 
 def luma_difference(a: Tensor, b: Tensor) -> float:
     """Mean absolute difference of BT.709 luma between two RGB frames in [0, 1] (scene-cut measure)."""
-    wts = torch.tensor(LUMA_709, dtype=torch.float32, device=a.device).view(3, 1, 1)
-    ya = (a.reshape(-1, *a.shape[-2:])[:3].float() * wts).sum(0)
-    yb = (b.reshape(-1, *b.shape[-2:])[:3].float() * wts).sum(0)
+    from .metrics import rgb_to_y
+
+    ya = rgb_to_y(a.reshape(-1, *a.shape[-2:])[:3].float())
+    yb = rgb_to_y(b.reshape(-1, *b.shape[-2:])[:3].float())
     return float((ya - yb).abs().mean())
 
 

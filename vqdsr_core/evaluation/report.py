@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..metrics import rgb_to_y
+
 PSNR_SLACK_DB = 0.5  # the default model may trail bicubic by at most this much PSNR-Y
 
 
@@ -99,7 +101,7 @@ def crop_box(hr: Tensor, size: int = 192, stride: int = 16) -> tuple[int, int, i
     """(y, x, s) of the ``size`` px HR square with the most luma gradient energy; multiples of 4, inside the frame."""
     h, w = hr.shape[-2:]
     s = max(4, min(size, h, w) // 4 * 4)
-    y = (hr[:3].double() * torch.tensor([0.2126, 0.7152, 0.0722], dtype=torch.float64).view(3, 1, 1)).sum(0)
+    y = rgb_to_y(hr[:3].double())[0]
     energy = torch.zeros_like(y)
     energy[:, 1:] += (y[:, 1:] - y[:, :-1]).abs()
     energy[1:, :] += (y[1:, :] - y[:-1, :]).abs()
