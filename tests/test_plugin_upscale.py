@@ -213,7 +213,6 @@ def test_bf16_within_half_a_db_of_fp32(cartoon, trained_folder):
         (lambda c: c, {"sc_threshold": -1}, "sc_threshold must be"),
         (lambda c: c, {"matrix": "nope"}, "unknown matrix"),
         (lambda c: c, {"weights": "/nonexistent.safetensors"}, "does not exist"),
-        (lambda c: c, {"weights": None}, "no bundled default vsr model"),
         (lambda c: c, {"trt": True}, "trt=True needs"),
         (lambda c: c, {"compile": "yes"}, "compile must be True or False"),
     ],
@@ -245,3 +244,23 @@ def test_cache_keeps_frames_near_the_current_one_after_a_seek(weights, cartoon):
     got = render(a, [8, 9, 10, 11, 2, 6, 3, 4, 5])
     want = render(vsvqdsr.upscale(clip, scene_change=False, **kw), [8, 9, 10, 11, 2, 3, 4, 5, 6])
     assert all(np.array_equal(x, y) for x, y in zip(got, want))
+
+
+def test_default_weights_are_the_bundled_model(cartoon):
+    """weights=None loads the bundled default model (package data) and upscales."""
+    from vqdsr_core.weights import bundled_weights, read_weights
+
+    _, info = read_weights(bundled_weights("vsr"))
+    assert info.arch == "vqdsr_vsr"
+    out = vsvqdsr.upscale(clip_from_frames(cartoon(2, 16, 20)), precision="fp32")
+    assert (out.width, out.height, out.num_frames) == (80, 64, 2)
+    frame = np.asarray(out.get_frame(1)[0])
+    assert np.isfinite(frame).all() and 0.05 < float(frame.mean()) < 0.95
+
+
+def test_missing_bundled_model_is_a_clear_vs_error(cartoon, monkeypatch, tmp_path):
+    from vqdsr_core import weights
+
+    monkeypatch.setattr(weights, "BUNDLED_DIR", tmp_path)  # an installation without the package data
+    with pytest.raises(vs.Error, match=r"vsvqdsr\.upscale: .*no bundled default vsr model"):
+        vsvqdsr.upscale(clip_from_frames(cartoon(2, 16, 16)))
