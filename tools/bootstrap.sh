@@ -51,7 +51,7 @@ fi
 
 # --- virtual environment ---------------------------------------------------------------------------
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; then
-    py=$(find_python) || { log "no working Python >= 3.12 found (tried python3.13, python3.12, python3, pyenv versions)"; exit 1; }
+    py=$(find_python) || { log "no working Python >= 3.12 found (tried python3.12, python3.13, python3 and pyenv's versions folder)"; exit 1; }
     log "creating $venv with $py ($("$py" --version 2>&1))"
     rm -rf "$venv"
     "$py" -m venv "$venv"
