@@ -82,7 +82,6 @@ def run_ort_cpu(onnx_path: str | Path, lr: Tensor, num_streams: int = 1, clock=N
     """
     import time
 
-    import numpy as np
     import vapoursynth as vs
 
     core = vs.core
@@ -90,17 +89,10 @@ def run_ort_cpu(onnx_path: str | Path, lr: Tensor, num_streams: int = 1, clock=N
         raise RuntimeError("run_ort_cpu: the vs-mlrt ORT plugin is missing (pip install vapoursynth-mlrt-ort)")
     if lr.ndim != 4 or lr.shape[1] != 3:
         raise ValueError(f"run_ort_cpu: expected (n, 3, h, w) frames, got {tuple(lr.shape)}")
-    length, _, h, w = lr.shape
-    frames = lr.float().numpy()
+    length = lr.shape[0]
+    from vsvqdsr.frames import clip_from_array
 
-    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:  # ModifyFrame passes n= and f= by keyword
-        fo = f.copy()
-        for p in range(3):
-            np.copyto(np.asarray(fo[p]), frames[n, p])
-        return fo
-
-    src = core.std.BlankClip(format=vs.RGBS, width=w, height=h, length=length, keep=True)
-    src = core.std.ModifyFrame(src, src, fill)
+    src = clip_from_array(lr.float().numpy(), vs.RGBS)
     prev, nxt = (src[0] + src[:-1], src[1:] + src[-1]) if length > 1 else (src, src)
     out = core.ort.Model([prev, src, nxt], network_path=str(onnx_path), provider="CPU", num_streams=num_streams)
     clock = clock or time.perf_counter

@@ -238,14 +238,8 @@ import vapoursynth as vs
 import vsvqdsr
 core = vs.core
 frames = np.load(frames_path)  # (n, 3, h, w) float32
-n, _, h, w = frames.shape
-def fill(n, f):
-    fo = f.copy()
-    for p in range(3):
-        np.copyto(np.asarray(fo[p]), frames[n, p])
-    return fo
-src = core.std.BlankClip(format=vs.RGBS, width=w, height=h, length=n, keep=True)
-src = core.std.ModifyFrame(src, src, fill)
+from vsvqdsr.frames import clip_from_array
+src = clip_from_array(frames, vs.RGBS)
 out = vsvqdsr.upscale(src, weights=weights, precision=precision)
 log = open(stamp_path, "w", buffering=1)
 def stamp(n, f):

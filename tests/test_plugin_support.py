@@ -64,17 +64,9 @@ def trained_weights(folder: Path, steps: int = 100) -> Path:
 
 def clip_from_frames(frames: np.ndarray, fmt: int = vs.RGBS, props: dict | None = None) -> vs.VideoNode:
     """(n, h, w, 3) uint8 frames -> an RGBS/RGBH clip (values /255), with optional per-clip props."""
-    n, h, w, _ = frames.shape
-    data = frames.astype(np.float32) / 255
-    blank = core.std.BlankClip(format=vs.RGBS, width=w, height=h, length=n, keep=True)
+    from vsvqdsr.frames import clip_from_array
 
-    def put(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-        fo = f.copy()
-        for p in range(3):
-            np.asarray(fo[p])[:] = data[n, :, :, p]
-        return fo
-
-    clip = core.std.ModifyFrame(blank, blank, put)
+    clip = clip_from_array(frames.transpose(0, 3, 1, 2).astype(np.float32) / 255, vs.RGBS)
     if fmt != vs.RGBS:
         clip = core.resize.Point(clip, format=fmt)
     return core.std.SetFrameProps(clip, **props) if props else clip

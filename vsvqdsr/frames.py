@@ -136,3 +136,18 @@ def write_planes(frame: vs.VideoFrame, data: np.ndarray) -> None:
 
 def numpy_dtype(clip: vs.VideoNode) -> np.dtype:
     return np.dtype(np.float16) if clip.format.bits_per_sample == 16 else np.dtype(np.float32)
+
+
+def clip_from_array(frames: np.ndarray, fmt: int = vs.RGBS, *, fpsnum: int = 24, fpsden: int = 1) -> vs.VideoNode:
+    """An in-memory (N, 3, H, W) array as an RGB clip (RGBS: float32 in [0, 1]; RGB24: uint8), one frame per item."""
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise ValueError(f"clip_from_array: expected (N, 3, H, W) frames, got shape {frames.shape}")
+    num, _, h, w = frames.shape
+    blank = vs.core.std.BlankClip(format=fmt, width=w, height=h, length=num, fpsnum=fpsnum, fpsden=fpsden, keep=True)
+
+    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        out = f.copy()
+        write_planes(out, frames[n])
+        return out
+
+    return vs.core.std.ModifyFrame(blank, blank, fill)

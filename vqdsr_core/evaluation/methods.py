@@ -93,19 +93,11 @@ def vsvqdsr_x4(lr: Tensor, weights: Path, *, device: str = "auto", precision: st
     import vapoursynth as vs
 
     import vsvqdsr
+    from vsvqdsr.frames import clip_from_array
 
-    core = vs.core
-    frames = lr.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (N, h, w, 3)
-    num, h, w, _ = frames.shape
-    blank = core.std.BlankClip(format=vs.RGB24, width=w, height=h, length=num, fpsnum=24000, fpsden=1001, keep=True)
-
-    def feed(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-        out = f.copy()
-        for p in range(3):
-            np.asarray(out[p])[:] = frames[n, :, :, p]
-        return out
-
-    src = core.std.ModifyFrame(blank, blank, feed)
+    frames = lr.clamp(0, 1).mul(255).round().to(torch.uint8).numpy()  # (N, 3, h, w)
+    num = frames.shape[0]
+    src = clip_from_array(frames, vs.RGB24, fpsnum=24000, fpsden=1001)
     try:
         out = vsvqdsr.upscale(src, weights=str(weights), device=device, precision=precision)
         t0 = time.perf_counter()
