@@ -47,7 +47,12 @@ def run_training(
 
             task = VQGANTask(cfg, stage, env)
         trainer = Trainer(task, env, run, Path(out), to_json(cfg), {"kind": kind, "stage": stage})
-        return trainer.run(resume)
+        result = trainer.run(resume)
+        if env.distributed and torch.distributed.is_initialized():
+            # every rank reaches the end (rank 0 writes the final files) before the process group goes away;
+            # tearing gloo down while a peer still talks aborted a rank ("terminate called ...")
+            torch.distributed.barrier()
+        return result
     finally:
         if env.distributed and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
