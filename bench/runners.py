@@ -240,19 +240,29 @@ core = vs.core
 frames = np.load(frames_path)  # (n, 3, h, w) float32
 from vsvqdsr.frames import clip_from_array
 src = clip_from_array(frames, vs.RGBS)
+length = int(length)
+if length > src.num_frames:  # the RSS run: cycle the frames
+    src = (src * -(-length // src.num_frames))[:length]
 out = vsvqdsr.upscale(src, weights=weights, precision=precision)
 log = open(stamp_path, "w", buffering=1)
 def stamp(n, f):
-    log.write(f"{n} {time.perf_counter()} {time.process_time()}\\n")
+    with open("/proc/self/statm") as m:
+        rss = int(m.read().split()[1]) * PAGE
+    log.write(f"{n} {time.perf_counter()} {time.process_time()} {rss}\\n")
     return f
+PAGE = __import__("os").sysconf("SC_PAGE_SIZE")
 core.std.ModifyFrame(out, out, stamp).set_output()
 """
 
 
-def run_vspipe(lr: Tensor, weights: Path, precision: str, tmp: Path, malloc: bool) -> tuple[list[float], float]:
-    """Render ``vsvqdsr.upscale`` with vspipe; (per-frame intervals from output timestamps, wall seconds).
+def run_vspipe(
+    lr: Tensor, weights: Path, precision: str, tmp: Path, malloc: bool, length: int = 0
+) -> tuple[list[float], float, list[tuple[int, float]]]:
+    """Render ``vsvqdsr.upscale`` with vspipe; (per-frame intervals from output timestamps, wall seconds,
+    (frame number, vspipe's RSS in MB) in output order).
 
     ``malloc``: give vspipe the tuned glibc thresholds through the environment (``MALLOC_*_THRESHOLD_``).
+    ``length``: render this many frames by cycling ``lr`` (the RSS run); 0 = each frame once.
     """
     vspipe = shutil.which("vspipe", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     if vspipe is None:
@@ -270,6 +280,8 @@ def run_vspipe(lr: Tensor, weights: Path, precision: str, tmp: Path, malloc: boo
         f"precision={precision}",
         "-a",
         f"stamp_path={stamps}",
+        "-a",
+        f"length={length}",
         str(script),
         "--",
     ]
@@ -284,8 +296,10 @@ def run_vspipe(lr: Tensor, weights: Path, precision: str, tmp: Path, malloc: boo
     if res.returncode != 0:
         raise RuntimeError(f"vspipe failed: {res.stderr.strip().splitlines()[-1:]}")
     col = 2 if CLOCK["name"] == "cpu" else 1
-    ts = sorted(float(line.split()[col]) for line in stamps.read_text().splitlines())
-    return [b - a for a, b in itertools.pairwise(ts)], wall
+    rows = [line.split() for line in stamps.read_text().splitlines()]
+    ts = sorted(float(r[col]) for r in rows)
+    rss = [(int(r[0]), int(r[3]) / 2**20) for r in sorted(rows, key=lambda r: float(r[1]))]
+    return [b - a for a, b in itertools.pairwise(ts)], wall, rss
 
 
 def run_animevideov3_torch(lr: Tensor, dtype: torch.dtype) -> list[float]:

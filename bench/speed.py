@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,6 +102,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", choices=("auto", "off"), default="auto", help="torch.compile the fast recipe")
     p.add_argument("--skip", default="", help=f"comma list of steps to skip: {','.join(STEPS)}")
     p.add_argument("--memory-frames", type=int, default=30, help="frames for the RSS run (documented run: 2000)")
+    p.add_argument(
+        "--vspipe-memory-frames", type=int, default=0, help="also render this many frames through vspipe for its RSS"
+    )
     p.add_argument("--conv-iters", type=int, default=10, help="timed iterations of the roofline convolution")
     p.add_argument("--malloc", choices=("tuned", "default"), default="tuned", help="glibc malloc (see tune_malloc)")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="per-frame clock (cpu: with --threads 1)")
@@ -207,7 +211,7 @@ class Bench:
             res: dict = {}
 
             def vsp() -> list[float]:
-                times, res["wall"] = run_vspipe(lr, weights, p, tmp, self.tuned)
+                times, res["wall"], _ = run_vspipe(lr, weights, p, tmp, self.tuned)
                 return [0.0, *times]  # intervals: one fewer than frames
 
             r = self.measure("vspipe: vsvqdsr.upscale (steady state)", p, vsp)
@@ -250,6 +254,28 @@ class Bench:
                 out.append({"precision": p, "error": res.stderr.strip().splitlines()[-1:]})
         return out
 
+    def vspipe_memory(self, p: str, weights: Path, tmp: Path) -> dict:
+        """RSS of the vspipe process over ``--vspipe-memory-frames`` frames of the filter, as users render."""
+        frames = self.args.vspipe_memory_frames
+        try:
+            t0 = time.perf_counter()
+            _, _, rss = run_vspipe(self.lr, weights, p, tmp, self.tuned, length=frames)
+        except RuntimeError as e:
+            return {"precision": p, "error": str(e)}
+        base = next(v for k, (_, v) in enumerate(rss) if k + 1 >= min(10, len(rss)))
+        every = [(k + 1, round(v, 1)) for k, (_, v) in enumerate(rss) if k in (9, len(rss) - 1) or (k + 1) % 100 == 0]
+        return {
+            "precision": p,
+            "path": "vspipe: vsvqdsr.upscale" + (", tuned malloc" if self.tuned else ""),
+            "frames": len(rss),
+            "seconds": time.perf_counter() - t0,
+            "rss_after_10_mb": base,
+            "rss_end_mb": rss[-1][1],
+            "growth_mb": rss[-1][1] - base,
+            "peak_rss_mb": max(v for _, v in rss),
+            "samples": every,
+        }
+
     def run(self) -> None:
         info = machine_info()
         macs = cell_macs(self.model, self.h, self.w)
@@ -284,11 +310,13 @@ class Bench:
             for p in self.precs:
                 self.ours(p, wpath, tmp)
             self.peers(tmp)
+            memory = self.memory() if "memory" not in self.skip and self.args.memory_frames > 0 else []
+            if self.args.vspipe_memory_frames > 0:
+                memory += [self.vspipe_memory(p, wpath, tmp) for p in self.precs]
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if not torch.cuda.is_available():
             self.rows.append(Row("GPU (CUDA): all paths", "fp16", note="not measured: no GPU available"))
-        memory = self.memory() if "memory" not in self.skip and self.args.memory_frames > 0 else []
         report(self, info, macs, memory)
 
 

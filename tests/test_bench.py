@@ -100,6 +100,19 @@ def test_memory_run_reports_rss():
     assert mem["peak_rss_mb"] >= 0.95 * mem["rss_end_mb"]  # ru_maxrss and statm round differently
 
 
+def test_vspipe_run_cycles_frames_and_samples_its_rss(tmp_path):
+    """The RSS run renders ``length`` frames through vspipe by cycling the input, one RSS sample per frame."""
+    from vqdsr_core.weights import save_weights
+
+    cfg = {"num_feat": 8, "num_block": [2, 1, 1]}
+    weights = save_weights(tmp_path / "tiny.safetensors", RecurrentVSRNet(**cfg), config=cfg, arch="vqdsr_vsr")
+    lr, _ = runners.cartoon_clip(3, 8, 8)
+    times, wall, rss = runners.run_vspipe(lr, weights, "fp32", tmp_path, malloc=True, length=7)
+    assert len(times) == 6 and wall > 0
+    assert sorted(n for n, _ in rss) == list(range(7))
+    assert all(100 < mb < 1e5 for _, mb in rss)  # a Python + torch process, in MB
+
+
 def test_bad_options_are_clear_errors():
     with pytest.raises(ValueError, match=r"bench\.speed: --size"):
         speed.main(["--size", "abc"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import vapoursynth as vs
@@ -132,6 +133,18 @@ def write_planes(frame: vs.VideoFrame, data: np.ndarray) -> None:
     """Copy a (3, H, W) array into a writable RGB frame."""
     for p in range(3):
         np.copyto(np.asarray(frame[p]), data[p], casting="same_kind")
+
+
+def write_tensor(frame: vs.VideoFrame, data: Any) -> None:
+    """Copy a (3, H, W) torch tensor of any float dtype and layout into a writable RGBS/RGBH frame.
+
+    One pass per plane does the dtype conversion and the gather from channels-last (torch's threaded copy), so no
+    intermediate contiguous float32 copy is made.
+    """
+    import torch
+
+    for p in range(3):
+        torch.from_numpy(np.asarray(frame[p])).copy_(data[p])
 
 
 def numpy_dtype(clip: vs.VideoNode) -> np.dtype:

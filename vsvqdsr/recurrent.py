@@ -33,16 +33,15 @@ class _Recurrence:
     """Frame-order layer around a ``SequentialUpscaler`` (one instance per output clip)."""
 
     def __init__(self, up: Any, src: vs.VideoNode, *, warmup: int, max_gap: int, cache_frames: int,
-                 strict: bool, threshold: float | None, out_dtype: Any) -> None:  # fmt: skip
+                 strict: bool, threshold: float | None) -> None:  # fmt: skip
         self.up, self.src = up, src
         self.num_frames = src.num_frames
         self.warmup, self.max_gap, self.cache_frames, self.strict = warmup, max_gap, cache_frames, strict
         self.threshold = threshold
-        self.out_dtype = out_dtype
         self.lock = threading.Lock()
         self.last = -1  # frame whose state self.up holds (-1: none)
         self.exact = False  # True when that state equals the one of a linear pass
-        self.outputs: dict[int, Any] = {}  # frame -> (3, 4h, 4w) CPU tensor in the output dtype
+        self.outputs: dict[int, Any] = {}  # frame -> (3, 4h, 4w) CPU tensor in the model's dtype and layout
         self.epoch: dict[int, int] = {}  # frame -> number of seeks before it was computed
         self.inputs: dict[int, tuple[Any, bool]] = {}  # frame -> (prepared tensor, is cut), at most 4
         self.spare: list[Any] = []
@@ -53,7 +52,7 @@ class _Recurrence:
         fout = f[0].copy()
         with self.lock:
             out = self.output(n, f[1])
-        fr.write_planes(fout, out.numpy())
+        fr.write_tensor(fout, out)  # outside the lock: the next step can start meanwhile
         return fout
 
     # ------------------------------------------------------------------ ordering
@@ -77,7 +76,7 @@ class _Recurrence:
         for t in range(start, n + 1):
             sr = self._step(t, resume=resume and t == start, frame=frame if t == n else None)
             if resume or self.exact or t == n:  # not the warm-up frames of a seek
-                out = sr[0].to(device="cpu", dtype=self.out_dtype, memory_format=_contiguous())
+                out = sr[0].to("cpu")  # a fresh tensor (step clamps); dtype/layout converted once, into the frame
                 self._cache(t, out)
         return out
 
@@ -117,12 +116,6 @@ class _Recurrence:
         self.last = t
         self.stats["steps"] += 1
         return sr
-
-
-def _contiguous() -> Any:
-    import torch
-
-    return torch.contiguous_format
 
 
 def upscale(
@@ -193,7 +186,6 @@ def upscale(
         cache_frames=cache_frames if cache_frames is not None else max(8, 2 * threads + 4),
         strict=strict,
         threshold=sc_threshold if scene_change else None,
-        out_dtype=_torch_dtype(fr.numpy_dtype(work.rgb)),
     )
     blank = core.std.BlankClip(work.rgb, width=clip.width * 4, height=clip.height * 4, keep=True)
     out = core.std.ModifyFrame(blank, [blank, src], runner)
@@ -203,12 +195,6 @@ def upscale(
 def _check_int(name: str, val: Any, lo: int) -> None:
     if not isinstance(val, int) or isinstance(val, bool) or val < lo:
         raise fr.error(FUNC, f"{name} must be an int >= {lo}, got {val!r}")
-
-
-def _torch_dtype(np_dtype: Any) -> Any:
-    import torch
-
-    return torch.float16 if np_dtype.itemsize == 2 else torch.float32
 
 
 def _load_upscaler(weights: Any, device: str, precision: str, tile: Any, tile_pad: int, compile: bool) -> Any:
