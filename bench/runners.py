@@ -243,7 +243,7 @@ src = clip_from_array(frames, vs.RGBS)
 length = int(length)
 if length > src.num_frames:  # the RSS run: cycle the frames
     src = (src * -(-length // src.num_frames))[:length]
-out = vsvqdsr.upscale(src, weights=weights, precision=precision)
+out = vsvqdsr.upscale(src, weights=weights, precision=precision, compile=compile == "1")
 log = open(stamp_path, "w", buffering=1)
 def stamp(n, f):
     with open("/proc/self/statm") as m:
@@ -256,13 +256,14 @@ core.std.ModifyFrame(out, out, stamp).set_output()
 
 
 def run_vspipe(
-    lr: Tensor, weights: Path, precision: str, tmp: Path, malloc: bool, length: int = 0
+    lr: Tensor, weights: Path, precision: str, tmp: Path, malloc: bool, length: int = 0, compile: bool = False
 ) -> tuple[list[float], float, list[tuple[int, float]]]:
     """Render ``vsvqdsr.upscale`` with vspipe; (per-frame intervals from output timestamps, wall seconds,
     (frame number, vspipe's RSS in MB) in output order).
 
     ``malloc``: give vspipe the tuned glibc thresholds through the environment (``MALLOC_*_THRESHOLD_``).
     ``length``: render this many frames by cycling ``lr`` (the RSS run); 0 = each frame once.
+    ``compile``: ``vsvqdsr.upscale(compile=True)`` (inductor; the first frame carries the compilation).
     """
     vspipe = shutil.which("vspipe", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     if vspipe is None:
@@ -282,6 +283,8 @@ def run_vspipe(
         f"stamp_path={stamps}",
         "-a",
         f"length={length}",
+        "-a",
+        f"compile={int(compile)}",
         str(script),
         "--",
     ]

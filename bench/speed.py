@@ -208,15 +208,17 @@ class Bench:
                 up.cell_fn = cell
                 self.measure("SequentialUpscaler.step + fast_cell", p, lambda: run_upscaler(up, lr)[0], how)
         if "vspipe" not in self.skip:
-            res: dict = {}
+            for compiled in (False, True) if self.compile else (False,):
+                res: dict = {}
 
-            def vsp() -> list[float]:
-                times, res["wall"], _ = run_vspipe(lr, weights, p, tmp, self.tuned)
-                return [0.0, *times]  # intervals: one fewer than frames
+                def vsp(compiled: bool = compiled, res: dict = res) -> list[float]:
+                    times, res["wall"], _ = run_vspipe(lr, weights, p, tmp, self.tuned, compile=compiled)
+                    return [0.0, *times]  # intervals: one fewer than frames
 
-            r = self.measure("vspipe: vsvqdsr.upscale (steady state)", p, vsp)
-            if "wall" in res:
-                r.note = f"wall {res['wall']:.1f} s for {n} frames incl. start-up"
+                name = "vspipe: vsvqdsr.upscale(compile=True)" if compiled else "vspipe: vsvqdsr.upscale (steady state)"
+                r = self.measure(name, p, vsp)
+                if "wall" in res:
+                    r.note = f"wall {res['wall']:.1f} s for {n} frames incl. start-up"
 
     def peers(self, tmp: Path) -> None:
         """realesr-animevideov3 (PyTorch, ncnn) and vs-mlrt ORT CPU on the zero-state ONNX cell."""
@@ -362,7 +364,8 @@ def report(b: Bench, info: dict, macs: int, memory: list[dict]) -> None:
             )
         eager = _find(rows, "plain loop: eager, CL, tuned", p) or _find(rows, "plain loop: eager, channels-last", p)
         pairs = (("SequentialUpscaler.step + fast_cell", fast), ("SequentialUpscaler.step (", eager),
-                 ("vspipe: vsvqdsr", eager), ("vspipe: vsvqdsr", fast))  # fmt: skip
+                 ("vspipe: vsvqdsr.upscale (", eager), ("vspipe: vsvqdsr.upscale (", fast),
+                 ("vspipe: vsvqdsr.upscale(compile", fast))  # fmt: skip
         for name, ref in pairs:
             r = _find(rows, name, p)
             if r and ref:

@@ -42,6 +42,20 @@ def test_paper_settings():
     assert vsr["gan"].perceptual_layers == {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_3": 1, "conv4_3": 1, "conv5_3": 1}
 
 
+def test_cpu_presets_make_bundles_under_30_mb():
+    """The bundled defaults are trained with the CPU presets; both fp16 files together must stay under 30 MB."""
+    from vqdsr_core.models.vqgan import MultiScaleVQGAN
+    from vqdsr_core.models.vsr import RecurrentVSRNet
+
+    vq = load_config(ROOT / "training/cpu/vqgan.toml", "vqgan")["model"]
+    vs = load_config(ROOT / "training/cpu/vsr.toml", "vsr")["model"]
+    with torch.device("meta"):
+        vqgan = MultiScaleVQGAN(width=vq.width, embed_dim=vq.embed_dim, n_embed=vq.n_embed)
+        vsr = RecurrentVSRNet(num_feat=vs.num_feat, num_block=tuple(vs.num_block))
+    n = sum(p.numel() for m in (vqgan, vsr) for p in m.parameters())
+    assert 2 * n < 30e6, f"{2 * n / 1e6:.1f} MB of fp16 weights"
+
+
 def test_overrides_typed():
     assert parse_override("net.lr=2e-4") == (["net", "lr"], 2e-4)
     assert parse_override("data.val=some/dir") == (["data", "val"], "some/dir")  # bare string

@@ -49,7 +49,9 @@ class _Recurrence:
 
     # ------------------------------------------------------------------ VapourSynth callback
     def __call__(self, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        fout = f[0].copy()
+        blank = f[0]
+        fout = core.create_video_frame(blank.format, blank.width, blank.height)  # no copy of the blank pixels
+        fout.props.update(blank.props)
         with self.lock:
             out = self.output(n, f[1])
         fr.write_tensor(fout, out)  # outside the lock: the next step can start meanwhile

@@ -371,7 +371,8 @@ class Trainer:
             self.writer.close()
         if env.is_main:
             self._metrics.close()
-        return 0
+        # like a process killed by the signal (128 + signum), so `stage1 && stage2` scripts stop here
+        return 128 + (self._stop_signal or signal.SIGTERM) if stopped else 0
 
     def _validate(self) -> None:
         result = self.task.validate() if self.env.is_main else None
