@@ -34,14 +34,18 @@ def tune_cpu_malloc(threshold: int = 1 << 30) -> bool:
     """glibc: keep per-frame tensors on the heap instead of mmap/munmap for every allocation over 128 KB-32 MB.
 
     Without it every cell call page-faults and zeroes ~170 MB (fp32) / ~50 MB (bf16) of fresh pages
-    (bench/PERFORMANCE.md). Process-wide and idempotent; False where glibc's mallopt is unavailable.
+    (bench/PERFORMANCE.md). Threads that have not allocated yet (VapourSynth's workers) also share the main
+    arena: a thread arena lives in 64 MB heaps that glibc unmaps whenever one empties, whatever the trim
+    threshold, which costs ~6,500 page faults per bf16 frame. Process-wide and idempotent; False where glibc's
+    mallopt is unavailable.
     """
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-3, threshold)) and bool(libc.mallopt(-1, threshold))  # M_MMAP_, M_TRIM_THRESHOLD
+        ok = bool(libc.mallopt(-3, threshold)) and bool(libc.mallopt(-1, threshold))  # M_MMAP_, M_TRIM_THRESHOLD
+        return ok and bool(libc.mallopt(-8, 1))  # M_ARENA_MAX
     except (OSError, AttributeError):
         return False
 
