@@ -79,3 +79,25 @@ def test_top_then_multi(tmp_path, cartoon):
     assert info.config["multiscale"] is True
     out = model.degrade(torch.rand(2, 3, 12, 20), k_top=1, k_mid=2, k_bottom=3)
     assert out.shape == (2, 3, 12, 20) and 0 <= out.min() and out.max() <= 1
+
+
+def test_dead_code_restarts_move_every_unused_code(tmp_path, cartoon):
+    """restart_dead_codes=1: after each step, exactly the codes that step did not pick move onto encoder outputs."""
+    for i, f in enumerate(cartoon(4, 40, 48, seed=0)):
+        save_png_atomic(f, tmp_path / "data" / f"{i:04d}.png")
+    cfg = tmp_path / "vq.toml"
+    cfg.write_text(TINY.format(data=tmp_path / "data", val=""))
+    run = tmp_path / "top"
+    args = ["train-vqgan", str(cfg), "--stage", "top", "--out", str(run), "--set", "top.restart_dead_codes=1"]
+    assert main([*args, "--set", "top.disc_start=-1", "--set", "run.val_every=0"]) == 0
+    train = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in train if r["kind"] == "train"]
+    assert len(train) == 2
+    for r in train:
+        assert r["codes_restarted"] == round(16 * (1 - r["usage_top"])) > 0
+    torch.manual_seed(0)
+    init = MultiScaleVQGAN(width=32, embed_dim=8, n_embed=16, multiscale=False).quantize.embedding.weight.detach()
+    now = ck.read_checkpoint(run / ck.LATEST)["models"]["g"]["top.quantize.embedding.weight"]
+    # restarted codes jumped onto encoder outputs; a code trained for 2 steps moves by ~lr, an unused one not at all
+    moved = (now - init).norm(dim=1)
+    assert int((moved > 0.05).sum()) >= train[-1]["codes_restarted"] and float(moved.min()) < 1e-3

@@ -100,6 +100,7 @@ VQGAN_SCHEMA: dict[str, Any] = {
         "l1_weight": 1.0,
         "perceptual_weight": 1.0,
         "codebook_weight": 1.0,
+        "restart_dead_codes": 0,  # every N steps, codes unused for N steps move to encoder outputs; 0 = never
         "disc_start": -1,  # step from which the adversarial loss is on; -1 = never
         "disc_weight": 0.8,
         "d_ndf": 64,
@@ -117,6 +118,7 @@ VQGAN_SCHEMA: dict[str, Any] = {
         "l1_weight": 1.0,
         "perceptual_weight": 1.0,
         "codebook_weight": 1.0,
+        "restart_dead_codes": 0,
         "disc_start": 10000,
         "disc_weight": 0.8,
         "d_ndf": 64,

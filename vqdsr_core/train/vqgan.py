@@ -4,6 +4,10 @@ Generator loss = mean(|x - x̂|) + w_p·LPIPS(x, x̂) + λ·(-mean D(x̂)) + w_v
 ‖∇nll‖/(‖∇g‖+1e-4) at conv_out × disc_weight, switched on from ``disc_start``; D (BatchNorm PatchGAN) takes the
 hinge loss. LR = base_lr × world size × batch (taming); in the multi stage the shared trunk, codebook and shared
 decoder (the ``top`` modules) train at ``top_lr_weight`` × LR. Adam (0.5, 0.9), no schedule.
+
+``restart_dead_codes = N`` (off in the paper preset): every N steps, codes no branch picked during those N steps
+are moved onto encoder outputs of the current batch. Short CPU runs otherwise keep a few dozen live codes out of
+1,024, and the k-th nearest code (the VQ degradation) then lands on the untrained ones.
 """
 
 from __future__ import annotations
@@ -42,6 +46,53 @@ class VQGANImages(Dataset):
 
 def stack_images(items: list[Tensor]) -> Tensor:
     return torch.stack(items)
+
+
+class DeadCodeRestarts:
+    """Count code use over a window of steps; at its end, move unused codes onto this step's encoder outputs.
+
+    A forward hook on the (shared) quantizer sees every branch's latents and indices in training mode. The new
+    codes are drawn with a generator seeded by (seed, step) on rank 0 and broadcast, so ranks stay identical, and
+    their Adam moments are zeroed.
+    """
+
+    def __init__(self, quantizer: torch.nn.Module, every: int) -> None:
+        self.q, self.every = quantizer, every
+        self.usage = torch.zeros(quantizer.n_embed, dtype=torch.long, device=quantizer.embedding.weight.device)
+        self.latents: list[Tensor] = []
+        quantizer.register_forward_hook(self._seen)
+
+    def _seen(self, module: torch.nn.Module, inputs: tuple[Tensor, ...], output: tuple[Tensor, ...]) -> None:
+        if module.training and torch.is_grad_enabled():
+            z = inputs[0].detach()
+            self.latents.append(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float())
+            self.usage += torch.bincount(output[2].reshape(-1), minlength=self.usage.numel())
+
+    @torch.no_grad()
+    def after_step(self, step: int, opt: torch.optim.Optimizer, env: Env, seed: int) -> int:
+        """Restart unused codes when ``step + 1`` ends a window; returns how many moved."""
+        pool, self.latents = self.latents, []
+        if (step + 1) % self.every:
+            return 0
+        usage, self.usage = self.usage, torch.zeros_like(self.usage)
+        if env.distributed:
+            torch.distributed.all_reduce(usage)
+        dead = (usage == 0).nonzero().squeeze(1)
+        if dead.numel() == 0 or not pool:
+            return 0
+        weight = self.q.embedding.weight
+        z = torch.cat(pool).cpu()
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        pick = torch.randint(z.shape[0], (dead.numel(),), generator=gen)
+        jitter = 1e-3 * z.std() * torch.randn(dead.numel(), z.shape[1], generator=gen)  # no two codes identical
+        weight[dead] = (z[pick] + jitter).to(weight.device, weight.dtype)
+        if env.distributed:
+            torch.distributed.broadcast(weight, src=0)
+        for moment in ("exp_avg", "exp_avg_sq"):
+            if moment in opt.state.get(weight, {}):
+                opt.state[weight][moment][dead] = 0
+        log.info("step %d: restarted %d codes unused for %d steps", step + 1, dead.numel(), self.every)
+        return int(dead.numel())
 
 
 class VQGANTask:
@@ -87,6 +138,7 @@ class VQGANTask:
         self.emas = {"g": EMA(self.g, st.ema)} if st.ema > 0 else {}
         self.lpips = LPIPS(dev) if st.perceptual_weight else None
         self.collate = stack_images  # a module-level function: DataLoader workers receive it pickled
+        self.restarts = DeadCodeRestarts(self.g.quantize, st.restart_dead_codes) if st.restart_dead_codes else None
 
     def _init_from_top(self, path: str) -> None:
         if path.endswith(".pt"):
@@ -143,6 +195,8 @@ class VQGANTask:
                 loss = loss + lam * l_g
                 logs.update(l_g=l_g.item(), d_weight=lam.item())
         env.step(loss, self.optimizers["g"])
+        if self.restarts is not None:
+            logs["codes_restarted"] = self.restarts.after_step(step, self.optimizers["g"], env, self.cfg["run"].seed)
         for name in self.g.branches:
             logs[f"perplexity_{name}"] = float(info["perplexity"][name])
             logs[f"usage_{name}"] = float(info["usage"][name])
