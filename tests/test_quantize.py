@@ -124,3 +124,18 @@ def test_code_usage():
     assert math.isclose(p.item(), 16, rel_tol=1e-5) and u.item() == 1.0
     p, u = code_usage(torch.full((10,), 3), 16)
     assert math.isclose(p.item(), 1.0, rel_tol=1e-5) and u.item() == 1 / 16
+
+
+def test_lookup_is_float32_under_bf16_autocast():
+    """Training runs under autocast: the code choice must not be made from bf16-rounded dot products."""
+    g = torch.Generator().manual_seed(1)
+    codebook = torch.randn(1024, 64, generator=g) * 0.05 + 1.0  # close codes far from the origin: bf16 ties them
+    z = codebook[torch.randint(1024, (500,), generator=g)] + 0.01 * torch.randn(500, 64, generator=g)
+    want = brute_kth(z, codebook, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = nearest_indices(z, codebook)
+        q = VectorQuantizer(1024, 64)
+        q.embedding.weight.data.copy_(codebook)
+        _, _, idx = q(z.T.reshape(1, 64, 20, 25))
+    assert torch.equal(got, want)
+    assert torch.equal(idx.reshape(-1), want)  # (1, D, 20, 25) flattens back to the rows of z in order

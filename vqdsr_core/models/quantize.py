@@ -15,10 +15,15 @@ DEFAULT_CHUNK = 4096  # positions per distance block: 4096 x 1024 float32 = 16 M
 
 
 def squared_distances(z_flat: Tensor, codebook: Tensor) -> Tensor:
-    """(N, K) squared L2 distances ||z||^2 + ||e||^2 - 2 z.e, computed in float32."""
-    z = z_flat.float()
-    e = codebook.float()
-    return z.pow(2).sum(1, keepdim=True) + e.pow(2).sum(1)[None, :] - 2.0 * (z @ e.t())
+    """(N, K) squared L2 distances ||z||^2 + ||e||^2 - 2 z.e, computed in float32.
+
+    Autocast is switched off here: under bf16/fp16 autocast the matmul would round z.e to 8-11 bits, and the
+    argmin over 1,024 nearly equidistant codes would pick codes at random (VQGAN training stalls).
+    """
+    with torch.autocast(z_flat.device.type, enabled=False):
+        z = z_flat.float()
+        e = codebook.float()
+        return z.pow(2).sum(1, keepdim=True) + e.pow(2).sum(1)[None, :] - 2.0 * (z @ e.t())
 
 
 def _check_lookup(func: str, z_flat: Tensor, codebook: Tensor, chunk: int) -> None:
