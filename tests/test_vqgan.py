@@ -198,3 +198,13 @@ def test_weight_file_round_trip(tmp_path, small, cartoon_tensor):
     x = cartoon_tensor(1, 16, 16)
     assert torch.equal(loaded.degrade(x, k_mid=2), small.degrade(x, k_mid=2))
     assert isinstance(build_model("multiscale_vqgan", {**SMALL, "multiscale": False}), MultiScaleVQGAN)
+
+
+def test_group_norm_keeps_four_channels_per_group():
+    """Paper width: taming's 32 groups everywhere; narrow CPU models never fall to one channel per group."""
+    from torch import nn
+
+    with torch.device("meta"):
+        paper, narrow = MultiScaleVQGAN(width=128), MultiScaleVQGAN(width=32, embed_dim=128)
+    assert {m.num_groups for m in paper.modules() if isinstance(m, nn.GroupNorm)} == {32}
+    assert min(m.num_channels // m.num_groups for m in narrow.modules() if isinstance(m, nn.GroupNorm)) == 4

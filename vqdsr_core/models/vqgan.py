@@ -27,7 +27,12 @@ BRANCHES = ("top", "mid", "bot")
 
 
 def norm(ch: int) -> nn.GroupNorm:
-    return nn.GroupNorm(32, ch, eps=1e-6, affine=True)
+    """taming's GroupNorm: 32 groups, i.e. >= 4 channels per group at C=128; narrower layers keep 4 per group.
+
+    With 32 groups of one channel (a width-32 model), GroupNorm is an instance norm: it removes each channel's
+    mean over the image, so flat colour regions (most of a cel) lose their colour and their noise is amplified.
+    """
+    return nn.GroupNorm(min(32, ch // 4), ch, eps=1e-6, affine=True)
 
 
 def conv3(cin: int, cout: int) -> nn.Conv2d:
