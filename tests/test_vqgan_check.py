@@ -1,0 +1,51 @@
+"""``vqdsr check-vqgan`` / ``evaluation.vqgan_check``: codebook use counted right, scores and picture written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vqdsr_core.cli import main
+from vqdsr_core.data.clips import save_png_atomic
+from vqdsr_core.evaluation.vqgan_check import check_vqgan
+from vqdsr_core.models.vqgan import MultiScaleVQGAN
+from vqdsr_core.weights import save_weights
+
+CFG = {"width": 32, "embed_dim": 8, "n_embed": 16}
+
+
+def test_codes_used_counts_the_nearest_codes_of_every_branch(cartoon):
+    torch.manual_seed(0)
+    model = MultiScaleVQGAN(**CFG).eval()
+    images = [torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in cartoon(3, 24, 32, seed=1)]
+    with torch.no_grad():  # spread the codebook over real latents so that several codes are picked
+        z = model.encode(torch.stack(images) * 2 - 1)
+        flat = torch.cat([v.permute(0, 2, 3, 1).reshape(-1, 8) for v in z.values()])
+        model.quantize.embedding.weight.copy_(flat[torch.linspace(0, len(flat) - 1, 16).long()])
+    report = check_vqgan(model, images)
+    for name, v in z.items():  # independent count: brute-force nearest code over every latent of the branch
+        lat = v.permute(0, 2, 3, 1).reshape(-1, 8)
+        want = torch.cdist(lat.double(), model.quantize.embedding.weight.double()).argmin(1).unique().numel()
+        assert report["branches"][name]["codes_used"] == want
+        assert 1 <= report["branches"][name]["perplexity"] <= want + 1e-4
+    assert report["images"] == 3 and np.isfinite(report["psnr_y_k1"])
+    assert set(report["psnr_y_degraded"]) == {"top=1,mid=5,bottom=16", "top=1,mid=10,bottom=16"}  # k <= n_embed
+
+
+def test_command_prints_json_and_writes_the_strip(tmp_path, cartoon, capsys):
+    torch.manual_seed(0)
+    weights = save_weights(tmp_path / "vq.safetensors", MultiScaleVQGAN(**CFG), arch="multiscale_vqgan",
+                           config=CFG)  # fmt: skip
+    for i, f in enumerate(cartoon(4, 40, 48, seed=2)):
+        save_png_atomic(f, tmp_path / "frames" / "clip" / f"{i:04d}.png")
+    strip = tmp_path / "strip.png"
+    assert main(["check-vqgan", str(weights), str(tmp_path / "frames"), "--images", "3", "--strip", str(strip)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 3 and set(report["branches"]) == {"top", "mid", "bot"}
+    w, h = Image.open(strip).size
+    assert (w, h) == (4 * 40, 40 * min(3, report["images"]))  # input | k=1 | two draws, one row per frame
+    assert main(["check-vqgan", str(weights), str(tmp_path / "none")]) == 2
+    assert "no images under" in capsys.readouterr().err
