@@ -92,9 +92,9 @@ def sample_strip(model: nn.Module, images: Sequence[Tensor], size: int = 160) ->
 
 def pick_images(root: Path, count: int) -> list[Path]:
     """Up to ``count`` image files under ``root``, evenly spaced over the sorted list of all of them."""
-    from ..data.clips import IMAGE_EXTS
+    from ..data.clips import list_frame_folders, list_frames
 
-    files = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    files = [f for d in list_frame_folders(root) for f in list_frames(d)] if Path(root).is_dir() else []
     if not files:
         raise FileNotFoundError(f"no images under {str(root)!r}")
     keep = np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int)
