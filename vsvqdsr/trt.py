@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -79,10 +78,9 @@ def load_or_build[T](path: Path, build: Callable[[Path], None], load: Callable[[
         except Exception as e:  # stale engine (TensorRT/driver update, truncated file): rebuild
             log.warning("cached TensorRT engine %s failed to load (%s); rebuilding", path, e)
             path.unlink(missing_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.ts", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    from vqdsr_core.fileio import temp_beside
+
+    tmp = temp_beside(path, ".tmp.ts")
     try:
         log.warning("building a TensorRT engine for the VSR cell (first use; this may take a few minutes)")
         with stdout_to_stderr():

@@ -12,7 +12,6 @@ import argparse
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -245,11 +244,10 @@ class _VideoWriter:
     def __init__(self, path: Path, rate, crf: float) -> None:
         import av
 
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from ..fileio import temp_beside
+
         self.path = path
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = temp_beside(path, path.suffix)
         self.container = av.open(str(self.tmp), "w")
         self.stream = None
         self.rate, self.crf = rate, crf
@@ -274,7 +272,6 @@ class _VideoWriter:
                     self.container.mux(packet)
             self.container.close()
             if ok:
-                os.chmod(self.tmp, 0o644)
                 os.replace(self.tmp, self.path)
         finally:
             self.tmp.unlink(missing_ok=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +63,7 @@ def _upscale(args: argparse.Namespace) -> int:
     import av
     import torch
 
+    from ..fileio import temp_beside
     from ..inference import SequentialUpscaler, luma_difference
     from ..weights import resolve_weights
 
@@ -82,10 +82,7 @@ def _upscale(args: argparse.Namespace) -> int:
     with av.open(str(args.input)) as probe:
         vstream = probe.streams.video[0]
         rate = vstream.average_rate or vstream.guessed_rate or 24
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{args.output.stem}.", suffix=args.output.suffix, dir=args.output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temp_beside(args.output, args.output.suffix)
     n = 0
     t0 = time.perf_counter()
     try:

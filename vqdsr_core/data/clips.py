@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..fileio import temp_beside
 from .video import VideoReader, is_video_file
 
 log = logging.getLogger(__name__)
@@ -58,17 +59,13 @@ def load_image(path: PathLike) -> np.ndarray:
 def save_png_atomic(img: np.ndarray, path: PathLike, compress_level: int = 3) -> None:
     """Write an (H, W, 3|4) uint8 image as PNG through a temp file and a rename (no half-written frames)."""
     import os
-    import tempfile
 
     from PIL import Image
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_beside(path, ".png.tmp")
     try:
         Image.fromarray(np.ascontiguousarray(img)).save(tmp, format="PNG", compress_level=compress_level)
-        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..fileio import temp_beside
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,9 @@ class VideoReader:
         return index
 
     def _write_index(self, index: Any) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.index_path.name}.", suffix=".tmp", dir=self.index_path.parent)
-        os.close(fd)
+        tmp = str(temp_beside(self.index_path))
         try:
             index.write(tmp)
-            os.chmod(tmp, 0o644)
             os.replace(tmp, self.index_path)
         finally:
             Path(tmp).unlink(missing_ok=True)
