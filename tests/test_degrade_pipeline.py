@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from vqdsr_core.degrade.blur import filter2d, gaussian_kernel
 from vqdsr_core.degrade.pipeline import DegradationConfig, degrade_clip, make_pair, sample_params
-from vqdsr_core.degrade.vq import sample_vq, vq_degrade
+from vqdsr_core.degrade.vq import keep_low_frequencies, sample_vq, vq_degrade
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,33 @@ def test_sample_vq_law():
         assert np.mean((kb >= lo) & (kb <= hi)) == pytest.approx(p, abs=0.03)
     with pytest.raises(ValueError, match="sample_vq: k_bottom_probs"):
         sample_vq(rng, k_bottom_probs=(0.5, 0.5))
+    assert {d["keep_colour"] for d in draws} == {0.0}
+    assert sample_vq(rng, keep_colour=2)["keep_colour"] == 2.0
+    for bad in (-1, 17, "2", True):
+        with pytest.raises(ValueError, match="sample_vq: keep_colour must be"):
+            sample_vq(rng, keep_colour=bad)
+
+
+def test_keep_colour_keeps_the_inputs_low_pass_and_the_reconstructions_detail(small_vqgan):
+    from conftest import cartoon_frames
+
+    x = torch.from_numpy(cartoon_frames(2, 48, 40, seed=4)).permute(0, 3, 1, 2).float().div(255)
+    params = {"k_top": 1, "k_mid": 3, "k_bottom": 10}
+    raw = vq_degrade(x, small_vqgan, params)
+    kept = vq_degrade(x, small_vqgan, {**params, "keep_colour": 2.0})
+    low = gaussian_kernel(13, 2.0, 2.0)
+
+    def lowpass_error(y):
+        return float((filter2d(y, low) - filter2d(x, low)).abs().mean())
+
+    assert lowpass_error(kept) < 0.1 * lowpass_error(raw)  # colours and shading are the input's
+    # ... the finer detail is the reconstruction's, up to clamping to [0, 1] (this random model's detail is strong)
+    detail = torch.stack([(y - filter2d(y, low)).flatten() for y in (raw, kept)])
+    assert float(torch.corrcoef(detail)[0, 1]) > 0.9
+    assert torch.equal(keep_low_frequencies(raw, x, 0.0), raw)
+    assert torch.equal(vq_degrade(x, small_vqgan, {**params, "keep_colour": 0}), raw)
+    with pytest.raises(ValueError, match="vq_degrade: keep_colour must be"):
+        vq_degrade(x, small_vqgan, {**params, "keep_colour": -2})
 
 
 def test_vq_degradation_gets_stronger_as_k_grows(small_vqgan):

@@ -33,6 +33,11 @@ def test_codes_used_counts_the_nearest_codes_of_every_branch(cartoon):
         assert 1 <= report["branches"][name]["perplexity"] <= want + 1e-4
     assert report["images"] == 3 and np.isfinite(report["psnr_y_k1"])
     assert set(report["psnr_y_degraded"]) == {"top=1,mid=5,bottom=16", "top=1,mid=10,bottom=16"}  # k <= n_embed
+    assert "psnr_y_k1_keep_colour" not in report
+    kept = check_vqgan(model, images, keep_colour=2.0)  # the untrained model's colours replaced by the input's
+    assert kept["keep_colour"] == 2.0 and kept["psnr_y_k1_keep_colour"] > report["psnr_y_k1"] + 3
+    for name, db in kept["psnr_y_degraded"].items():
+        assert db > report["psnr_y_degraded"][name] + 3
 
 
 def test_command_prints_json_and_writes_the_strip(tmp_path, cartoon, capsys):

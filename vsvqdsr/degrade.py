@@ -47,6 +47,7 @@ def degrade(
     k_bottom: KRange = (1, 50),
     seed: int = 0,
     per: str = "clip",
+    keep_colour: float = 2.0,
     device: str = "auto",
     precision: str = "fp32",
     matrix: int | str | None = None,
@@ -56,15 +57,23 @@ def degrade(
     weights: ``multiscale_vqgan`` weight file; None = the bundled default "vqgan" model.
     k_top, k_mid, k_bottom: an int k (k-th nearest code) or an inclusive (lo, hi) range drawn uniformly.
     seed, per: ranges are drawn once for the clip (per="clip") or for every frame (per="frame") from (seed, n).
+    keep_colour: sigma (px) of the input's Gaussian low-pass kept under the reconstruction, so colours and shading
+        stay and only finer detail is degraded; 0 = the raw reconstruction (paper). 2 suits the bundled model.
     device, precision: as in ``upscale`` (precision defaults to fp32: the nearest-code search is precision-sensitive).
     matrix: YUV matrix when the clip's ``_Matrix`` is unknown.
     """
+    from vqdsr_core.degrade.vq import check_keep_colour, keep_low_frequencies
+
     clip = fr.check_clip(clip, FUNC, min_size=8)
     ranges = (_check_k("k_top", k_top), _check_k("k_mid", k_mid), _check_k("k_bottom", k_bottom))
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise fr.error(FUNC, f"seed must be an int >= 0, got {seed!r}")
     if per not in ("clip", "frame"):
         raise fr.error(FUNC, f"per must be 'clip' or 'frame', got {per!r}")
+    try:
+        keep_colour = check_keep_colour(keep_colour, FUNC)
+    except ValueError as e:
+        raise fr.error(FUNC, str(e)[len(FUNC) + 2 :]) from e
     work = fr.to_working_rgb(clip, FUNC, matrix=matrix)
     model, dev, dtype = _load(weights, device, precision)
     n_embed = int(getattr(model, "n_embed", 1 << 30))
@@ -88,7 +97,8 @@ def degrade(
             for c in range(3):
                 buf[0, c].copy_(torch.from_numpy(planes[c]))
             with torch.inference_mode():
-                y = model.degrade(buf.to(dev, dtype).clamp_(0, 1), *ks)
+                x = buf.to(dev, dtype).clamp_(0, 1)
+                y = keep_low_frequencies(model.degrade(x, *ks), x, keep_colour)
             out = y[0].to(device="cpu", dtype=torch.float16 if out_np.itemsize == 2 else torch.float32).numpy()
         finally:
             with lock:

@@ -22,6 +22,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("frames", metavar="FRAMES", help="folder of held-out frames (searched recursively)")
     p.add_argument("--images", type=int, default=16, help="frames scored, evenly spaced (default 16)")
     p.add_argument("--strip", metavar="PNG", help="also write centre crops of 3 frames: input | k=1 | draws")
+    p.add_argument(
+        "--keep-colour",
+        type=float,
+        default=0.0,
+        metavar="PX",
+        help="score the draws with the input's low-pass of this sigma kept, as vsvqdsr.degrade(keep_colour=) "
+        "does (default 0: raw reconstructions)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=_run)
 
@@ -39,9 +47,10 @@ def _run(args: argparse.Namespace) -> int:
     model, _ = load_model(args.weights, arch="multiscale_vqgan", device=pick_device(args.device, func="vqdsr"))
     paths = pick_images(Path(args.frames), args.images)
     images = [to_tensor(load_image(p)) for p in paths]
-    report = {"weights": str(args.weights), **check_vqgan(model, images)}
+    report = {"weights": str(args.weights), **check_vqgan(model, images, args.keep_colour)}
     if args.strip:
-        save_png_atomic(sample_strip(model, images[:: max(1, len(images) // 3)][:3]), args.strip)
+        shown = images[:: max(1, len(images) // 3)][:3]
+        save_png_atomic(sample_strip(model, shown, keep_colour=args.keep_colour), args.strip)
         report["strip"] = args.strip
     json.dump(report, sys.stdout, indent=1)
     sys.stdout.write("\n")

@@ -58,6 +58,7 @@ class DegradationConfig:
     vq_k_mid: tuple[int, int] = (1, 10)
     vq_k_bottom_levels: tuple[tuple[int, int], ...] = ((1, 15), (16, 30), (31, 50))
     vq_k_bottom_probs: tuple[float, ...] = (0.3, 0.4, 0.3)
+    vq_keep_colour: float = 0.0  # px; > 0 keeps the input's low-pass (colours) under the VQ reconstruction
     vq_contrast: bool = False
     # lossy codec (per clip)
     codec_prob: float = 1.0
@@ -165,6 +166,7 @@ def _sample(cfg: DegradationConfig, rng: np.random.Generator, num_frames: int, f
             k_mid=cfg.vq_k_mid,
             k_bottom_levels=cfg.vq_k_bottom_levels,
             k_bottom_probs=cfg.vq_k_bottom_probs,
+            keep_colour=cfg.vq_keep_colour,
         )
     if hit(cfg.codec_prob):
         codec = sample_codec(

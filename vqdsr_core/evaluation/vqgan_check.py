@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..degrade.vq import check_keep_colour, keep_low_frequencies
 from ..metrics import psnr_y
 from ..models.quantize import code_usage, nearest_indices
 from ..models.vqgan import DOWN
@@ -36,22 +37,29 @@ def _crop8(x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def check_vqgan(model: nn.Module, images: Sequence[Tensor]) -> dict:
-    """Scores over ``images`` ((3, H, W) in [0, 1], at least 8x8): see the module docstring."""
+def check_vqgan(model: nn.Module, images: Sequence[Tensor], keep_colour: float = 0.0) -> dict:
+    """Scores over ``images`` ((3, H, W) in [0, 1], at least 8x8): see the module docstring.
+
+    ``keep_colour`` (px) is applied to the degradation draws as ``vq_degrade`` applies it; k=1 is scored both raw
+    and, when ``keep_colour`` > 0, with it.
+    """
+    keep_colour = check_keep_colour(keep_colour, "check_vqgan")
     if not images:
         raise ValueError("check_vqgan: no images")
     model = model.eval()
     dev = next(model.parameters()).device
-    rec, deg = [], [[] for _ in _draws(model)]
+    rec, rec_kept, deg = [], [], [[] for _ in _draws(model)]
     picked: dict[str, list[Tensor]] = {b: [] for b in model.branches}
     for img in images:
         x = _crop8(img[None].to(dev, torch.float32))
         if min(x.shape[-2:]) < DOWN:
             raise ValueError(f"check_vqgan: images must be at least {DOWN}x{DOWN}, got {tuple(img.shape)}")
         out, _, _ = model(x * 2 - 1)
-        rec.append(psnr_y(((out.float().clamp(-1, 1) + 1) / 2), x, crop=0))
+        out = (out.float().clamp(-1, 1) + 1) / 2
+        rec.append(psnr_y(out, x, crop=0))
+        rec_kept.append(psnr_y(keep_low_frequencies(out, x, keep_colour), x, crop=0))
         for scores, kw in zip(deg, _draws(model)):
-            scores.append(psnr_y(model.degrade(x, **kw).float(), x, crop=0))
+            scores.append(psnr_y(_degrade(model, x, kw, keep_colour), x, crop=0))
         z = model.encode(x * 2 - 1)
         for b in model.branches:
             flat = z[b].permute(0, 2, 3, 1).reshape(-1, z[b].shape[1])
@@ -64,9 +72,14 @@ def check_vqgan(model: nn.Module, images: Sequence[Tensor]) -> dict:
         "images": len(images),
         "n_embed": model.n_embed,
         "psnr_y_k1": float(np.mean(rec)),
+        **({"keep_colour": keep_colour, "psnr_y_k1_keep_colour": float(np.mean(rec_kept))} if keep_colour else {}),
         "psnr_y_degraded": {_name(kw): float(np.mean(s)) for kw, s in zip(_draws(model), deg)},
         "branches": branches,
     }
+
+
+def _degrade(model: nn.Module, x: Tensor, kw: dict[str, int], keep_colour: float) -> Tensor:
+    return keep_low_frequencies(model.degrade(x, **kw).float(), x, keep_colour)
 
 
 def _name(kw: dict[str, int]) -> str:
@@ -74,8 +87,8 @@ def _name(kw: dict[str, int]) -> str:
 
 
 @torch.no_grad()
-def sample_strip(model: nn.Module, images: Sequence[Tensor], size: int = 160) -> np.ndarray:
-    """Rows of centre crops: input | k = 1 reconstruction | each of ``DRAWS``, as (H, W, 3) uint8."""
+def sample_strip(model: nn.Module, images: Sequence[Tensor], size: int = 160, keep_colour: float = 0.0) -> np.ndarray:
+    """Rows of centre crops, (H, W, 3) uint8: input | k = 1 reconstruction | each of ``DRAWS`` (``keep_colour``)."""
     dev = next(model.parameters()).device
     rows = []
     for img in images:
@@ -84,7 +97,7 @@ def sample_strip(model: nn.Module, images: Sequence[Tensor], size: int = 160) ->
         top, left = (h - s) // 2, (w - s) // 2
         x = img[None, :, top : top + s, left : left + s].to(dev, torch.float32)
         out, _, _ = model(x * 2 - 1)
-        parts = [x, (out.float().clamp(-1, 1) + 1) / 2] + [model.degrade(x, **kw).float() for kw in _draws(model)]
+        parts = [x, (out.float().clamp(-1, 1) + 1) / 2] + [_degrade(model, x, kw, keep_colour) for kw in _draws(model)]
         rows.append(torch.cat(parts, dim=-1)[0])
     strip = torch.cat(rows, dim=-2) if len({r.shape for r in rows}) == 1 else rows[0]
     return strip.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
