@@ -91,3 +91,32 @@ def test_readme_recipe_vspipe_into_x265_makes_a_valid_4x_video(files, tmp_path):
         assert c.streams.video[0].codec_context.name == "hevc"
     assert len(frames) == 24 and frames[0].shape == (192, 256, 3)  # 4x of 64x48, every frame
     assert 20 < float(frames[12].mean()) < 250  # a picture, not a blank or garbage stream
+
+
+def test_degrade_vpy_with_the_bundled_model_through_vspipe(files):
+    """examples/degrade.vpy as its docstring runs it: the bundled degrader, k ranges, keep_colour, threads."""
+    video, _ = files
+    script = str(ROOT / "examples" / "degrade.vpy")
+    common = ["-c", "y4m", script, "-", "--arg", f"src={video}", "--arg", "k_mid=1-10", "--arg", "k_bottom=1-50"]
+    outs = {}
+    for keep, threads in (("2", "1"), ("2", "8"), ("0", "8")):
+        res = vspipe([*common, "--arg", f"keep_colour={keep}", "--arg", f"threads={threads}", "--arg", "per=frame"])
+        assert res.returncode == 0, res.stderr.decode(errors="replace")[-2000:]
+        head, frames = parse_y4m(res.stdout)
+        assert (head["W"], head["H"], len(frames)) == ("64", "48", 24)
+        outs[keep, threads] = frames
+    assert all(np.array_equal(a, b) for a, b in zip(outs["2", "1"], outs["2", "8"]))  # per-frame draws, any order
+    assert not np.array_equal(outs["2", "1"][3], outs["0", "8"][3])
+    src = run_source(video)
+    kept = np.mean([_psnr8(a, b) for a, b in zip(outs["2", "1"], src)])
+    raw = np.mean([_psnr8(a, b) for a, b in zip(outs["0", "8"], src)])
+    assert kept > raw + 2 and kept > 20, (kept, raw)  # colours kept: closer to the source than the raw round trip
+
+
+def run_source(video) -> list[np.ndarray]:
+    """The decoded source frames as y4m planes (the same bestsource path, no filter)."""
+    script = video.parent / "source.vpy"
+    script.write_text(f"import vapoursynth as vs\nvs.core.bs.VideoSource({str(video)!r}).set_output()\n")
+    res = vspipe(["-c", "y4m", str(script), "-"])
+    assert res.returncode == 0, res.stderr.decode(errors="replace")[-2000:]
+    return parse_y4m(res.stdout)[1]
