@@ -90,5 +90,11 @@ def test_degrade_command_video_and_frames(tmp_path, cartoon):
     out = tmp_path / "frames"
     assert main(["degrade", str(video), str(out), "--batch", "2", *base]) == 0
     assert read_pngs(out).shape == (3, 3, 16, 24)
+    raw = tmp_path / "raw"
+    assert main(["degrade", str(video), str(raw), "--batch", "2", "--keep-colour", "0", *base]) == 0
+    src = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()
+    err = [float((read_pngs(d).float() - src).abs().mean()) for d in (out, raw)]
+    assert err[0] < err[1]  # the default keep_colour=2 stays closer to the input than the raw reconstruction
+    assert main(["degrade", str(video), str(raw), "--keep-colour", "-1", *base]) == 2
     assert main(["degrade", str(video), str(out), "--k-mid", "0", *base]) == 2
     assert not list(tmp_path.glob(".out*"))  # no temp files left behind

@@ -67,6 +67,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--k-top", type=int, default=1)
     r.add_argument("--k-mid", type=int, default=1)
     r.add_argument("--k-bottom", type=int, default=1)
+    r.add_argument(
+        "--keep-colour",
+        type=float,
+        default=2.0,
+        metavar="PX",
+        help="sigma of the input's low-pass kept under the reconstruction, as in vsvqdsr.degrade (default 2; 0: raw)",
+    )
     r.add_argument("--batch", type=int, default=4, help="frames per VQGAN batch (default 4)")
     r.add_argument("--crf", type=float, default=12.0, help="x264 CRF of a video output (default 12)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -281,11 +288,13 @@ def run_degrade(args: argparse.Namespace) -> int:
     import torch
 
     from ..data.clips import save_png_atomic
-    from ..degrade import quantize8
+    from ..degrade.vq import check_keep_colour, vq_degrade
 
     for name in ("k_top", "k_mid", "k_bottom", "batch"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    params = {"k_top": args.k_top, "k_mid": args.k_mid, "k_bottom": args.k_bottom}
+    params["keep_colour"] = check_keep_colour(args.keep_colour, "--keep-colour")
     src, dst = Path(args.input), Path(args.output)
     if src.resolve() == dst.resolve():
         raise ValueError("IN and OUT must differ")
@@ -297,7 +306,7 @@ def run_degrade(args: argparse.Namespace) -> int:
     def flush(batch: list) -> None:
         nonlocal count
         with torch.no_grad():
-            y = quantize8(model.degrade(_to_tensor(batch), args.k_top, args.k_mid, args.k_bottom))
+            y = vq_degrade(_to_tensor(batch), model, params, batch_size=None)
         for img in _to_uint8(y):
             if writer is not None:
                 writer.write(img)
