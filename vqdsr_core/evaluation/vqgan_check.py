@@ -57,7 +57,8 @@ def check_vqgan(model: nn.Module, images: Sequence[Tensor], keep_colour: float =
         out, _, _ = model(x * 2 - 1)
         out = (out.float().clamp(-1, 1) + 1) / 2
         rec.append(psnr_y(out, x, crop=0))
-        rec_kept.append(psnr_y(keep_low_frequencies(out, x, keep_colour), x, crop=0))
+        if keep_colour:
+            rec_kept.append(psnr_y(keep_low_frequencies(out, x, keep_colour), x, crop=0))
         for scores, kw in zip(deg, _draws(model)):
             scores.append(psnr_y(_degrade(model, x, kw, keep_colour), x, crop=0))
         z = model.encode(x * 2 - 1)
