@@ -218,13 +218,14 @@ def run_cell_loop(
 
 
 def run_upscaler(up, lr: Tensor, keep: bool = False) -> tuple[list[float], list[Tensor]]:
-    """``SequentialUpscaler.step`` over the frames (fp32 CPU tensors in, fp32 out), as the filter calls it."""
+    """``SequentialUpscaler.step`` over the frames (fp32 CPU tensors in, fp32 CPU out: on a GPU the copy back to
+    the host is timed, as the filter needs the frame there)."""
     n = lr.shape[0]
     up.reset()
     times, outs = [], []
     for t in range(n):
         t0 = clock()
-        out = up.step(lr[max(t - 1, 0)], lr[t], lr[min(t + 1, n - 1)]).float()
+        out = up.step(lr[max(t - 1, 0)], lr[t], lr[min(t + 1, n - 1)]).float().cpu()
         times.append(clock() - t0)
         if keep:
             outs.append(out[0])
@@ -243,7 +244,7 @@ src = clip_from_array(frames, vs.RGBS)
 length = int(length)
 if length > src.num_frames:  # the RSS run: cycle the frames
     src = (src * -(-length // src.num_frames))[:length]
-out = vsvqdsr.upscale(src, weights=weights, precision=precision, compile=compile == "1")
+out = vsvqdsr.upscale(src, weights=weights, device=device, precision=precision, compile=compile == "1")
 log = open(stamp_path, "w", buffering=1)
 def stamp(n, f):
     with open("/proc/self/statm") as m:
@@ -256,7 +257,14 @@ core.std.ModifyFrame(out, out, stamp).set_output()
 
 
 def run_vspipe(
-    lr: Tensor, weights: Path, precision: str, tmp: Path, malloc: bool, length: int = 0, compile: bool = False
+    lr: Tensor,
+    weights: Path,
+    precision: str,
+    tmp: Path,
+    malloc: bool,
+    length: int = 0,
+    compile: bool = False,
+    device: str = "cpu",
 ) -> tuple[list[float], float, list[tuple[int, float]]]:
     """Render ``vsvqdsr.upscale`` with vspipe; (per-frame intervals from output timestamps, wall seconds,
     (frame number, vspipe's RSS in MB) in output order).
@@ -264,11 +272,12 @@ def run_vspipe(
     ``malloc``: give vspipe the tuned glibc thresholds through the environment (``MALLOC_*_THRESHOLD_``).
     ``length``: render this many frames by cycling ``lr`` (the RSS run); 0 = each frame once.
     ``compile``: ``vsvqdsr.upscale(compile=True)`` (inductor; the first frame carries the compilation).
+    ``device``: the filter's device ("cpu" unless a GPU row asks for "cuda").
     """
     vspipe = shutil.which("vspipe", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     if vspipe is None:
         raise RuntimeError("vspipe not found")
-    frames, stamps, script = tmp / "frames.npy", tmp / f"stamps_{precision}.txt", tmp / "bench.vpy"
+    frames, stamps, script = tmp / "frames.npy", tmp / f"stamps_{device}_{precision}.txt", tmp / "bench.vpy"
     np.save(frames, lr.numpy())
     script.write_text(textwrap.dedent(VPY))
     args = [
@@ -285,6 +294,8 @@ def run_vspipe(
         f"length={length}",
         "-a",
         f"compile={int(compile)}",
+        "-a",
+        f"device={device}",
         str(script),
         "--",
     ]
@@ -305,11 +316,12 @@ def run_vspipe(
     return [b - a for a, b in itertools.pairwise(ts)], wall, rss
 
 
-def run_animevideov3_torch(lr: Tensor, dtype: torch.dtype) -> list[float]:
-    """Imported realesr-animevideov3 (SRVGGNetCompact) in PyTorch, channels-last, reflect pad 10 like ncnn."""
+def run_animevideov3_torch(lr: Tensor, dtype: torch.dtype, device: str = "cpu") -> list[float]:
+    """Imported realesr-animevideov3 (SRVGGNetCompact) in PyTorch, channels-last, reflect pad 10 like ncnn; the
+    output comes back to the host (timed)."""
     from vqdsr_core.importers.ncnn import load_animevideov3, upscale_frames
 
-    model = load_animevideov3(dtype=dtype).to(memory_format=CL)
+    model = load_animevideov3(device=device, dtype=dtype).to(memory_format=CL)
     times = []
     for k in range(lr.shape[0]):
         t0 = clock()

@@ -90,7 +90,8 @@ def format_table(rows: list[Row]) -> str:
 
 
 # -------------------------------------------------------------------------------------------------------- main
-STEPS = ("naive", "eager-cl", "autocast", "upscaler", "vspipe", "animevideov3", "ncnn", "ort", "memory")
+STEPS = ("naive", "eager-cl", "autocast", "upscaler", "vspipe", "animevideov3", "ncnn", "ort", "memory", "gpu")
+GPU_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -241,6 +242,50 @@ class Bench:
 
             self.measure("vs-mlrt ORT CPU: same cell, zero state (ONNX)", "fp32", ort)
 
+    def gpu(self, weights: Path, tmp: Path, device: str = "cuda") -> None:
+        """GPU rows at fp32/fp16/bf16: SequentialUpscaler, the vspipe filter and the peer, each frame back on the
+        host (as the filter needs it), with each output's PSNR against the CPU fp32 loop. "% roof" stays empty: the
+        roofline above is the CPU's. ``device="cpu"`` runs the same code for the tests."""
+        cuda = device.startswith("cuda")
+        if cuda and not torch.cuda.is_available():
+            self.rows.append(Row("GPU (CUDA): all paths", "fp16", note="not measured: no GPU available"))
+            return
+        from vqdsr_core.inference import SequentialUpscaler
+
+        lr, tag = self.lr, f"GPU ({device})"
+        where = torch.cuda.get_device_name(device) if cuda else device
+        for p, dt in GPU_DTYPES.items():
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            up, got = SequentialUpscaler(self.copy_model(torch.float32), device=device, dtype=dt), {}
+
+            def step_all(up=up, got=got) -> list[float]:
+                times, got["outs"] = run_upscaler(up, lr, keep=True)
+                return times
+
+            r = self.measure(f"{tag}: SequentialUpscaler.step", p, step_all)
+            r.roof_pct = None
+            if r.sec is not None:
+                r.note = where + (f"; peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if cuda else "")
+                if "fp32" in self.outs:
+                    db = statistics.mean(psnr(a, b) for a, b in zip(got["outs"], self.outs["fp32"]))
+                    r.note += f"; {db:.1f} dB vs CPU fp32"
+            del up, got
+            if "vspipe" not in self.skip:
+                r = self.measure(
+                    f"{tag}: vspipe vsvqdsr.upscale",
+                    p,
+                    lambda p=p: [0.0, *run_vspipe(lr, weights, p, tmp, self.tuned, device=device)[0]],
+                )
+                r.roof_pct = None
+        if "animevideov3" not in self.skip:
+            self.measure(
+                f"{tag} peer: realesr-animevideov3, PyTorch",
+                "fp16",
+                lambda: run_animevideov3_torch(lr, torch.float16, device=device),
+                cost=False,
+            )
+
     def memory(self) -> list[dict]:
         """RSS runs, one clean child process per precision."""
         out = []
@@ -312,13 +357,13 @@ class Bench:
             for p in self.precs:
                 self.ours(p, wpath, tmp)
             self.peers(tmp)
+            if "gpu" not in self.skip:
+                self.gpu(wpath, tmp)
             memory = self.memory() if "memory" not in self.skip and self.args.memory_frames > 0 else []
             if self.args.vspipe_memory_frames > 0:
                 memory += [self.vspipe_memory(p, wpath, tmp) for p in self.precs]
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        if not torch.cuda.is_available():
-            self.rows.append(Row("GPU (CUDA): all paths", "fp16", note="not measured: no GPU available"))
         report(self, info, macs, memory)
 
 

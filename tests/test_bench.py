@@ -118,3 +118,24 @@ def test_bad_options_are_clear_errors():
         speed.main(["--size", "abc"])
     with pytest.raises(ValueError, match="unknown precision/step"):
         speed.main(["--size", "16x16", "--precision", "fp8"])
+
+
+def test_gpu_step_pointed_at_the_cpu_measures_every_precision(tmp_path):
+    """The GPU step's code (run on the CPU here): one row per precision, each output checked against the CPU
+    fp32 loop, and the peer row."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    speed.add_arguments(parser)
+    opts = ["--size", "16x16", "--frames", "2", "--warmup", "0", "--compile", "off", "--skip", "vspipe"]
+    b = speed.Bench(parser.parse_args(opts))
+    b.ours("fp32", tmp_path / "unused.safetensors", tmp_path)  # the CPU fp32 loop's outputs: the reference
+    b.rows.clear()
+    b.gpu(tmp_path / "unused.safetensors", tmp_path, device="cpu")
+    rows = {(r.name, r.precision): r for r in b.rows}
+    for p in ("fp32", "fp16", "bf16"):
+        r = rows[("GPU (cpu): SequentialUpscaler.step", p)]
+        assert r.sec is not None and r.roof_pct is None, r.note
+        db = float(re.search(r"([\d.]+|inf) dB vs CPU fp32", r.note).group(1))
+        assert db > (60 if p == "fp32" else 25), (p, r.note)
+    assert rows[("GPU (cpu) peer: realesr-animevideov3, PyTorch", "fp16")].sec is not None

