@@ -62,7 +62,7 @@ def degrade(
     device, precision: as in ``upscale`` (precision defaults to fp32: the nearest-code search is precision-sensitive).
     matrix: YUV matrix when the clip's ``_Matrix`` is unknown.
     """
-    from vqdsr_core.degrade.vq import check_keep_colour, keep_low_frequencies
+    from vqdsr_core.degrade.vq import check_keep_colour, degrade_keep_colour
 
     clip = fr.check_clip(clip, FUNC, min_size=8)
     ranges = (_check_k("k_top", k_top), _check_k("k_mid", k_mid), _check_k("k_bottom", k_bottom))
@@ -98,7 +98,7 @@ def degrade(
                 buf[0, c].copy_(torch.from_numpy(planes[c]))
             with torch.inference_mode():
                 x = buf.to(dev, dtype).clamp_(0, 1)
-                y = keep_low_frequencies(model.degrade(x, *ks), x, keep_colour)
+                y = degrade_keep_colour(model, x, ks, keep_colour)
             out = y[0].to(device="cpu", dtype=torch.float16 if out_np.itemsize == 2 else torch.float32).numpy()
         finally:
             with lock:

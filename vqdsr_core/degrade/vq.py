@@ -63,6 +63,16 @@ def keep_low_frequencies(out: Tensor, src: Tensor, sigma: float) -> Tensor:
     return (out - filter2d(out, kernel) + filter2d(src.to(out.dtype), kernel)).clamp_(0, 1)
 
 
+def degrade_keep_colour(
+    vqgan: nn.Module, x: Tensor, k: tuple[int, int, int], keep_colour: float = 0.0, batch_size: int | None = None
+) -> Tensor:
+    """``vqgan.degrade`` of (N, 3, H, W) ``x`` in [0, 1] with the k-th nearest codes ``k`` = (top, mid, bottom) and
+    the input's low-pass (``keep_colour`` px) kept; float in [0, 1], not quantised. The one VQ step of the
+    training pipeline, ``vsvqdsr.degrade``, ``vqdsr degrade`` and ``check-vqgan``."""
+    out = vqgan.degrade(x, k_top=k[0], k_mid=k[1], k_bottom=k[2], batch_size=batch_size)
+    return keep_low_frequencies(out, x, keep_colour)
+
+
 def vq_degrade(clip: Tensor, vqgan: nn.Module, params: dict, *, batch_size: int | None = 8) -> Tensor:
     """Run ``vqgan.degrade`` on the clip's frames with the drawn k's (and ``keep_colour``); rounded to 8 bit."""
     check_clip(clip, "vq_degrade")
@@ -75,5 +85,4 @@ def vq_degrade(clip: Tensor, vqgan: nn.Module, params: dict, *, batch_size: int 
     if vqgan.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in vqgan.modules()):
         raise ValueError("vq_degrade: call vqgan.eval() first (active dropout would make the degradation random)")
     sigma = check_keep_colour(params.get("keep_colour", 0.0), "vq_degrade")
-    out = vqgan.degrade(clip, k_top=k[0], k_mid=k[1], k_bottom=k[2], batch_size=batch_size)
-    return quantize8(keep_low_frequencies(out, clip, sigma))
+    return quantize8(degrade_keep_colour(vqgan, clip, k, sigma, batch_size))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..degrade.vq import check_keep_colour, keep_low_frequencies
+from ..degrade.vq import check_keep_colour, degrade_keep_colour, keep_low_frequencies
 from ..metrics import psnr_y
 from ..models.quantize import code_usage, nearest_indices
 from ..models.vqgan import DOWN
@@ -80,7 +80,8 @@ def check_vqgan(model: nn.Module, images: Sequence[Tensor], keep_colour: float =
 
 
 def _degrade(model: nn.Module, x: Tensor, kw: dict[str, int], keep_colour: float) -> Tensor:
-    return keep_low_frequencies(model.degrade(x, **kw).float(), x, keep_colour)
+    k = tuple(kw.get(name, 1) for name in ("k_top", "k_mid", "k_bottom"))  # a top-only model has k_top alone
+    return degrade_keep_colour(model, x, k, keep_colour).float()
 
 
 def _name(kw: dict[str, int]) -> str:
