@@ -120,3 +120,29 @@ def test_vq_adaptive_weight():
     assert losses.vq_adaptive_weight((w * a).sum(), tiny, w, disc_weight=1.0).item() == pytest.approx(1e4)
     with pytest.raises(ValueError, match="does not depend"):
         losses.vq_adaptive_weight((w * a).sum(), (nn.Parameter(torch.ones(1)) * 2).sum(), w)
+
+
+def test_temporal_difference_loss():
+    gt = torch.rand(2, 5, 3, 8, 8)
+    # a constant offset (same change as the GT) costs nothing beyond eps; flicker on a still clip does
+    assert losses.temporal_difference_loss(gt + 0.1, gt, eps=0).item() == pytest.approx(0.0, abs=1e-6)
+    still = gt[:, :1].expand(-1, 5, -1, -1, -1)
+    flicker = still + 0.05 * torch.tensor([1.0, -1, 1, -1, 1]).view(1, 5, 1, 1, 1)
+    assert losses.temporal_difference_loss(flicker, still, eps=0).item() == pytest.approx(0.1, rel=1e-5)
+    # Charbonnier: never below eps
+    assert losses.temporal_difference_loss(still, still, eps=1e-3).item() == pytest.approx(1e-3, rel=1e-4)
+    with pytest.raises(ValueError, match="temporal_difference_loss"):
+        losses.temporal_difference_loss(gt[:, :1], gt[:, :1])
+
+
+def test_pingpong_clip_and_loss():
+    clip = torch.arange(4.0).view(1, 4, 1, 1, 1).expand(1, 4, 3, 2, 2)
+    pp = losses.pingpong_clip(clip)
+    assert pp[0, :, 0, 0, 0].tolist() == [0, 1, 2, 3, 2, 1, 0]
+    assert losses.pingpong_loss(pp, eps=0).item() == 0.0  # each frame's two outputs agree
+    drift = pp.clone()
+    drift[:, 4:] += 0.2  # the backward half of frames 2, 1, 0 is off by 0.2; frame 3 (the turn) is shared
+    assert losses.pingpong_loss(drift, eps=0).item() == pytest.approx(0.2, rel=1e-5)
+    for bad in (torch.rand(1, 4, 3, 2, 2), torch.rand(3, 2, 2)):
+        with pytest.raises(ValueError, match="pingpong_loss"):
+            losses.pingpong_loss(bad)

@@ -120,6 +120,38 @@ def test_net_stage_resume_is_exact_and_exports(setup):
     assert model(lr).shape == (1, 2, 3, 32, 32)
 
 
+def test_net_stage_temporal_losses_finetune_and_cosine(setup):
+    tmp, cfg = setup
+    base = tmp / "tl_base"
+    assert (
+        train(cfg, base, "--stage", "net", "--set", "net.total_iter=2", "--set", "net.lr=1e-2", "--set", "net.ema=0")
+        == 0
+    )
+    init = base / "final.safetensors"
+    run = tmp / "tl_run"
+    args = ["--stage", "net", "--set", f"net.init={init}", "--set", "net.temporal_weight=1.0"]
+    args += ["--set", "net.pingpong_weight=0.5", "--set", "net.lr_schedule=cosine", "--set", "net.total_iter=3"]
+    args += ["--set", "net.perceptual_weight=0.1", "--set", "net.perceptual_layers.conv4_3=0"]
+    args += ["--set", "net.perceptual_layers.conv5_3=0"]
+    assert train(cfg, run, *args) == 0
+    rows = losses(run)
+    assert {"l_pix", "l_temporal", "l_pingpong", "l_percep"} <= set(rows[-1])
+    assert all(r["l_temporal"] > 0 and r["l_pingpong"] > 0 for r in rows)
+    # cosine decay: the learning rate falls every step, towards lr_min = 0 at total_iter
+    lrs = [r["lr_g"] for r in rows]
+    assert lrs[0] > lrs[1] > lrs[2] == pytest.approx(0.0, abs=1e-12)
+    # fine-tuned from the init file, not from a fresh model
+    w = "trunk.conv_s1_first.weight"
+    start = load_model(init, arch="vqdsr_vsr")[0].state_dict()[w]
+    ema = ck.read_checkpoint(run / ck.LATEST)["ema"]["g"][w]
+    assert (ema - start).abs().max() < 1e-3
+    torch.manual_seed(0)
+    from vqdsr_core.models.vsr import RecurrentVSRNet
+
+    assert (start - RecurrentVSRNet(num_feat=8, num_block=(2, 1, 1)).state_dict()[w]).abs().max() > 5e-3
+    assert train(cfg, tmp / "tl_bad", "--stage", "net", "--set", "net.lr_schedule=linear") == 2
+
+
 def test_gan_stage_from_net_with_vq(setup):
     from vqdsr_core.models.vqgan import MultiScaleVQGAN
 

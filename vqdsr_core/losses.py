@@ -4,6 +4,9 @@
 - ``usm_sharpen``: BasicSR ``USMSharp`` (unsharp mask with a thresholded soft mask) for the net-stage L1 target.
 - ``PerceptualLoss``: L1 between VGG features before ReLU, frame-wise. The papers use VGG19 conv1_2..conv5_4; no
   registry package ships VGG19, so VGG16 conv1_2/2_2/3_3/4_3/5_3 stands in with the same weights (0.1, 0.1, 1, 1, 1).
+- Temporal (neither reference has one): ``temporal_difference_loss`` (FISR: consecutive SR differences should
+  match consecutive GT differences) and ``pingpong_loss`` (TecoGAN: a frame's output from the forward pass should
+  equal its output from the reversed pass), both Charbonnier; ``pingpong_clip`` builds the mirrored clip.
 - GAN: ``lsgan_loss`` (MSE, averaged over multi-scale outputs), ``hinge_d_loss`` / ``hinge_g_loss`` and the
   VQGAN adaptive weight ``vq_adaptive_weight``.
 """
@@ -84,6 +87,43 @@ def usm_sharpen(img: Tensor, weight: float = 0.5, radius: int = 50, threshold: f
     soft_mask = gaussian_blur(mask, ksize)
     sharp = (x + weight * residual).clamp(0, 1)
     return (soft_mask * sharp + (1 - soft_mask) * x).reshape(shape)
+
+
+def charbonnier(x: Tensor, eps: float = 1e-3) -> Tensor:
+    """Mean of sqrt(x^2 + eps^2): L1 that is smooth at 0."""
+    return torch.sqrt(x.float().square() + eps * eps).mean()
+
+
+def _check_clips(func: str, a: Tensor, b: Tensor, min_frames: int = 2) -> None:
+    if a.ndim != 5 or a.shape != b.shape or a.shape[1] < min_frames:
+        raise ValueError(
+            f"{func}: expected two (B, N, C, H, W) clips of the same shape with N >= {min_frames}, "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+
+
+def temporal_difference_loss(sr: Tensor, gt: Tensor, eps: float = 1e-3) -> Tensor:
+    """Charbonnier on (SR_t - SR_{t-1}) - (GT_t - GT_{t-1}) over clips (B, N, 3, H, W): the temporal error metric
+    as a loss; on a still stretch it is plain flicker, in motion it asks for the GT's change, not more or less."""
+    _check_clips("temporal_difference_loss", sr, gt)
+    return charbonnier((sr[:, 1:] - sr[:, :-1]) - (gt[:, 1:] - gt[:, :-1]), eps)
+
+
+def pingpong_clip(clip: Tensor) -> Tensor:
+    """(B, N, ...) -> (B, 2N-1, ...): frames 0..N-1, then N-2..0 (TecoGAN's ping-pong sequence)."""
+    if clip.ndim != 5 or clip.shape[1] < 2:
+        raise ValueError(f"pingpong_clip: expected a (B, N, C, H, W) clip with N >= 2, got {tuple(clip.shape)}")
+    return torch.cat([clip, clip.flip(1)[:, 1:]], dim=1)
+
+
+def pingpong_loss(sr_pp: Tensor, eps: float = 1e-3) -> Tensor:
+    """Charbonnier between the forward and the backward outputs of the same frames of a ping-pong output
+    (B, 2N-1, 3, H, W) (``pingpong_clip`` order): what the recurrent state carries one way and not the other."""
+    n2 = sr_pp.shape[1] if sr_pp.ndim == 5 else 0
+    if n2 < 3 or n2 % 2 == 0:
+        raise ValueError(f"pingpong_loss: expected a (B, 2N-1, 3, H, W) ping-pong output, got {tuple(sr_pp.shape)}")
+    n = (n2 + 1) // 2
+    return charbonnier(sr_pp[:, : n - 1] - sr_pp[:, n:].flip(1), eps)  # frame n-1 is the turn: shared
 
 
 class PerceptualLoss(nn.Module):

@@ -31,6 +31,13 @@ _RUN = {
     "tensorboard": True,
 }
 
+# losses of both VSR stages that neither reference has (vqdsr_core.losses); 0 = off, as in the papers
+_TEMPORAL: dict[str, Any] = {
+    "temporal_weight": 0.0,  # Charbonnier on (SR_t - SR_t-1) - (GT_t - GT_t-1)
+    "pingpong_weight": 0.0,  # train on the ping-pong clip (0..N-1..0); pull each frame's two outputs together
+}
+_PERCEPTUAL_LAYERS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_3": 1.0, "conv4_3": 1.0, "conv5_3": 1.0}
+
 VSR_SCHEMA: dict[str, Any] = {
     "run": {**_RUN, "vq_device": "auto"},  # where the VQGAN degradation runs: auto | worker | main
     "data": {
@@ -51,10 +58,16 @@ VSR_SCHEMA: dict[str, Any] = {
         "lr": 1e-4,
         "betas": [0.9, 0.99],
         "weight_decay": 0.0,
+        "lr_schedule": "step",  # step: x gamma at each milestone | cosine: cosine decay to lr_min over total_iter
         "milestones": [],
         "gamma": 0.5,
+        "lr_min": 0.0,
         "ema": 0.999,
+        "init": "",  # fine-tune from a checkpoint (.pt, EMA weights used) or weight file; "" = a fresh model
         "l1_weight": 1.0,
+        **_TEMPORAL,
+        "perceptual_weight": 0.0,  # the GAN stage's VGG16 perceptual loss, off in the paper's net stage
+        "perceptual_layers": dict(_PERCEPTUAL_LAYERS),
         "usm": True,  # L1 against the unsharp-masked GT
         "usm_weight": 0.3,
         "usm_radius": 50,
@@ -67,14 +80,17 @@ VSR_SCHEMA: dict[str, Any] = {
         "lr_d": 5e-5,
         "betas": [0.9, 0.99],
         "weight_decay": 0.0,
+        "lr_schedule": "step",  # step: x gamma at each milestone | cosine: cosine decay to lr_min over total_iter
         "milestones": [],
         "gamma": 0.5,
+        "lr_min": 0.0,
         "ema": 0.999,
         "init": "",  # net-stage checkpoint (.pt, EMA weights used) or weight file (.safetensors)
         "vqgan": "",  # VQGAN weight file for the VQ degradation; "" = classic degradations only
         "l1_weight": 1.0,
+        **_TEMPORAL,
         "perceptual_weight": 1.0,
-        "perceptual_layers": {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_3": 1.0, "conv4_3": 1.0, "conv5_3": 1.0},
+        "perceptual_layers": dict(_PERCEPTUAL_LAYERS),
         "gan_weight": 1.0,
         "d_scales": 3,
         "d_ndf": 64,

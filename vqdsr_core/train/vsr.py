@@ -41,6 +41,17 @@ class EpochShuffle:
         return epoch, int(self._perm[pos])
 
 
+def lr_scheduler(optimizer: torch.optim.Optimizer, st: Any) -> torch.optim.lr_scheduler.LRScheduler:
+    """The stage's per-iteration schedule: ``step`` (x gamma at each milestone) or ``cosine`` (to lr_min)."""
+    from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR
+
+    if st.lr_schedule == "step":
+        return MultiStepLR(optimizer, milestones=list(st.milestones), gamma=st.gamma)
+    if st.lr_schedule == "cosine":
+        return CosineAnnealingLR(optimizer, T_max=max(st.total_iter, 1), eta_min=st.lr_min)
+    raise ValueError(f"config: lr_schedule must be 'step' or 'cosine', got {st.lr_schedule!r}")
+
+
 def load_vqgan(path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
     """The VQGAN of a weight file (``vqdsr export`` / ``final.safetensors``) or of a training checkpoint."""
     from ..weights import load_model
@@ -123,7 +134,6 @@ class VSRTask:
 
     def __init__(self, cfg: dict, stage: str, env: Env) -> None:
         from torch.optim import Adam
-        from torch.optim.lr_scheduler import MultiStepLR
 
         self.cfg, self.stage, self.env = cfg, stage, env
         st, dev = cfg[stage], env.device
@@ -135,7 +145,7 @@ class VSRTask:
         model_cfg = {"num_feat": m.num_feat, "num_block": list(m.num_block)}
         torch.manual_seed(cfg["run"].seed)
         self.g = build_model(arch, model_cfg).to(dev)
-        if stage == "gan" and st.init:
+        if st.init:
             self._init_from(st.init, arch)
         self.export_info = {"net": "g", "arch": arch, "config": model_cfg}
         self.g_train = env.wrap(self.g)
@@ -151,8 +161,13 @@ class VSRTask:
             vq == "main" or (vq == "auto" and (dev.type == "cuda" or not workers))
         )
         self.vqgan = load_vqgan(self.vqgan_path, dev) if self.vq_in_main else None
-        if stage == "gan":
+        self.percep = None
+        if st.perceptual_weight:
             from ..losses import PerceptualLoss
+
+            layers = {k: v for k, v in st.perceptual_layers.items() if v}
+            self.percep = PerceptualLoss(layer_weights=layers).to(dev)
+        if stage == "gan":
             from ..models.discriminators import MultiScalePatchDiscriminator
 
             self.d = MultiScalePatchDiscriminator(num_scales=st.d_scales, ndf=st.d_ndf).to(dev)
@@ -161,11 +176,7 @@ class VSRTask:
             self.optimizers["d"] = Adam(
                 self.d.parameters(), st.lr_d, betas=tuple(st.betas), weight_decay=st.weight_decay
             )
-            layers = {k: v for k, v in st.perceptual_layers.items() if v}
-            self.percep = PerceptualLoss(layer_weights=layers).to(dev) if st.perceptual_weight else None
-        self.schedulers = {
-            k: MultiStepLR(o, milestones=list(st.milestones), gamma=st.gamma) for k, o in self.optimizers.items()
-        }
+        self.schedulers = {k: lr_scheduler(o, st) for k, o in self.optimizers.items()}
         self._val: list[tuple[Tensor, Tensor]] | None = None
         self.collate = collate  # a module-level function: DataLoader workers receive it pickled
 
@@ -178,12 +189,14 @@ class VSRTask:
 
             state, info = read_weights(path)
             if info.arch != arch:
-                raise ValueError(f"gan.init: {path!r} holds a {info.arch!r} model, this config trains {arch!r}")
+                raise ValueError(
+                    f"{self.stage}.init: {path!r} holds a {info.arch!r} model, this config trains {arch!r}"
+                )
         try:
             self.g.load_state_dict(state)
         except RuntimeError as e:
-            raise ValueError(f"gan.init: {path!r} does not fit the configured model: {e}") from e
-        log.info("GAN stage initialised from %s (EMA weights when present)", path)
+            raise ValueError(f"{self.stage}.init: {path!r} does not fit the configured model: {e}") from e
+        log.info("%s stage initialised from %s (EMA weights when present)", self.stage, path)
 
     # ---- data
     def dataset(self) -> Dataset:
@@ -223,32 +236,50 @@ class VSRTask:
         )
 
     # ---- step
+    def _generator_losses(self, lr: Tensor, target: Tensor) -> tuple[Tensor, Tensor, dict[str, float]]:
+        """Run G on the clip (on its ping-pong clip when that loss is on) -> (loss, forward SR, logs).
+
+        Reconstruction (L1, perceptual) and temporal-difference losses cover every output frame, so on the
+        ping-pong clip they see each frame twice, from both directions (TecoGAN).
+        """
+        from ..losses import pingpong_clip, pingpong_loss, temporal_difference_loss
+
+        st, logs = self.st, {}
+        n = lr.shape[1]
+        if st.pingpong_weight:
+            lr, target = pingpong_clip(lr), pingpong_clip(target)
+        sr = self.g_train(lr)  # (B, N or 2N-1, 3, 4h, 4w)
+        loss = st.l1_weight * F.l1_loss(sr.float(), target)
+        logs["l_pix"] = loss.item()
+        if st.temporal_weight:
+            l_t = st.temporal_weight * temporal_difference_loss(sr, target)
+            loss = loss + l_t
+            logs["l_temporal"] = l_t.item()
+        if st.pingpong_weight:
+            l_pp = st.pingpong_weight * pingpong_loss(sr)
+            loss = loss + l_pp
+            logs["l_pingpong"] = l_pp.item()
+        if self.percep is not None:
+            l_p = st.perceptual_weight * self.percep(sr.flatten(0, 1).float(), target.flatten(0, 1))
+            loss = loss + l_p
+            logs["l_percep"] = l_p.item()
+        return loss, sr[:, :n], logs
+
     def train_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         lr, hr = self._lr(batch)
         opt_g = self.optimizers["g"]
-        logs: dict[str, float] = {}
         if self.stage == "gan":
             self.d.requires_grad_(False)
         with self.env.autocast():
-            sr = self.g_train(lr)  # (B, N, 3, 4h, 4w)
-            if self.stage == "net":
-                target = batch["gt_usm"].to(self.env.device) if "gt_usm" in batch else hr
-                loss = self.st.l1_weight * F.l1_loss(sr.float(), target)
-                logs["l_pix"] = loss.item()
-            else:
+            # the net stage's L1 target is the USM-sharpened GT (when on); every GAN-stage loss uses the GT
+            target = batch["gt_usm"].to(self.env.device) if "gt_usm" in batch else hr
+            loss, sr, logs = self._generator_losses(lr, target)
+            if self.stage == "gan":
                 from ..losses import lsgan_loss
 
-                st = self.st
-                fake = sr.flatten(0, 1)  # (B*N, 3, H, W) frame-wise losses
+                fake = sr.flatten(0, 1)  # (B*N, 3, H, W) frame-wise discriminator
                 real = hr.flatten(0, 1)
-                l_pix = st.l1_weight * F.l1_loss(sr.float(), hr)
-                loss = l_pix
-                logs["l_pix"] = l_pix.item()
-                if self.percep is not None:
-                    l_p = st.perceptual_weight * self.percep(fake.float(), real)
-                    loss = loss + l_p
-                    logs["l_percep"] = l_p.item()
-                l_g = st.gan_weight * lsgan_loss(self.d(fake), True)
+                l_g = self.st.gan_weight * lsgan_loss(self.d(fake), True)
                 loss = loss + l_g
                 logs["l_gan"] = l_g.item()
         self.env.step(loss, opt_g)
