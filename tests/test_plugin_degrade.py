@@ -132,3 +132,12 @@ def test_missing_bundled_degrader_is_a_clear_vs_error(clip, monkeypatch, tmp_pat
     monkeypatch.setattr(weights, "BUNDLED_DIR", tmp_path)  # an installation without the package data
     with pytest.raises(vs.Error, match=r"vsvqdsr\.degrade: .*no bundled default vqgan model"):
         vsvqdsr.degrade(clip)
+
+
+def test_matrix_overrides_a_tagged_clip(vqgan, clip):
+    """matrix='601' on a clip tagged _Matrix=1 converts with BT.601 both ways (resize lets the prop win)."""
+    yuv = core.resize.Bicubic(clip[:1], format=vs.YUV444P16, matrix=6)
+    got = vsvqdsr.degrade(yuv.std.SetFrameProps(_Matrix=1), weights=str(vqgan), matrix="601")
+    want = vsvqdsr.degrade(yuv, weights=str(vqgan))
+    assert got.get_frame(0).props["_Matrix"] == 6
+    assert np.array_equal(render(got)[0], render(want)[0])

@@ -264,3 +264,21 @@ def test_missing_bundled_model_is_a_clear_vs_error(cartoon, monkeypatch, tmp_pat
     monkeypatch.setattr(weights, "BUNDLED_DIR", tmp_path)  # an installation without the package data
     with pytest.raises(vs.Error, match=r"vsvqdsr\.upscale: .*no bundled default vsr model"):
         vsvqdsr.upscale(clip_from_frames(cartoon(2, 16, 16)))
+
+
+@pytest.mark.parametrize(("coded", "tag"), [(6, 1), (1, 6)])
+def test_matrix_overrides_a_tagged_clip_both_ways(weights, cartoon, coded, tag):
+    """matrix= wins over a wrong _Matrix prop on the way in as on the way back (R81's resize lets the prop win)."""
+    from vsvqdsr.frames import to_working_rgb
+
+    rgb = clip_from_frames(cartoon(2, 16, 24, seed=13))
+    yuv = core.resize.Bicubic(rgb, format=vs.YUV444P16, matrix=coded)
+    mistagged = yuv.std.SetFrameProps(_Matrix=tag)
+    name = {1: "709", 6: "601"}[coded]
+    work = to_working_rgb(mistagged, "t", matrix=name)
+    assert psnr(render(work.rgb)[0], render(rgb)[0]) > 60
+    assert np.array_equal(render(work.back(work.rgb))[0], render(yuv)[0])
+    got = vsvqdsr.upscale(mistagged, weights=str(weights), precision="fp32", matrix=name)
+    want = vsvqdsr.upscale(yuv, weights=str(weights), precision="fp32")
+    assert got.get_frame(0).props["_Matrix"] == coded
+    assert all(np.array_equal(a, b) for a, b in zip(render(got), render(want)))

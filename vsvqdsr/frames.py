@@ -115,7 +115,9 @@ def to_working_rgb(clip: vs.VideoNode, func: str, *, matrix: int | str | None = 
             )
     rng = int(props.get("_Range", 0))
     loc = int(props.get("_ChromaLocation", 0))
-    rgb = core.resize.Bicubic(clip, format=vs.RGBS, matrix_in=m, range_in=rng, chromaloc_in=loc)
+    # resize (R81) lets a frame's colour props win over matrix_in=/range_in=/chromaloc_in=: set the values used
+    tagged = core.std.SetFrameProps(clip, _Matrix=m, _Range=rng, _ChromaLocation=loc)
+    rgb = core.resize.Bicubic(tagged, format=vs.RGBS, matrix_in=m, range_in=rng, chromaloc_in=loc)
 
     def back_yuv(out: vs.VideoNode) -> vs.VideoNode:
         out = core.resize.Bicubic(out, format=fmt.id, matrix=m, range=rng, chromaloc=loc)
