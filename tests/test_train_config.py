@@ -130,3 +130,17 @@ def test_checkpoint_rotation_and_crash_safety(tmp_path, monkeypatch):
     with pytest.raises(ck.CheckpointError, match="not a vqdsr training checkpoint"):
         torch.save({"x": 1}, tmp_path / "other.pt")
         ck.read_checkpoint(tmp_path / "other.pt")
+
+
+def test_cpu_presets_pick_the_fast_precision(monkeypatch):
+    """The CPU presets say 'auto': bf16 autocast only where the CPU runs bf16 natively (emulated bf16 is slow)."""
+    from vqdsr_core import device
+    from vqdsr_core.train.loop import setup_env
+
+    for name, kind in (("vsr", "vsr"), ("vqgan", "vqgan")):
+        precision = load_config(ROOT / f"training/cpu/{name}.toml", kind)["run"].precision
+        assert precision == "auto", name
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    assert setup_env("cpu", "auto").amp_dtype is None
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert setup_env("cpu", "auto").amp_dtype == torch.bfloat16

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import torch
 
+log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_warned = {"bf16": False}  # the emulated-bf16 warning is given once per process
 
 
 @functools.cache
@@ -42,7 +45,7 @@ def pick_device(device: str | torch.device = "auto", *, func: str = "vqdsr_core"
 
 
 def pick_dtype(precision: str, device: torch.device, *, func: str = "vqdsr_core") -> torch.dtype:
-    """``"auto"`` -> fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."""
+    """``"auto"`` -> fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; warns once if bf16 would be emulated."""
     if precision not in PRECISIONS:
         raise ValueError(f"{func}: precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
@@ -52,4 +55,11 @@ def pick_dtype(precision: str, device: torch.device, *, func: str = "vqdsr_core"
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     if device.type == "cpu" and dtype == torch.float16:
         raise ValueError(f"{func}: fp16 is not supported on CPU; use 'bf16' or 'fp32'")
+    if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_native_bf16() and not _warned["bf16"]:
+        _warned["bf16"] = True
+        log.warning(
+            "%s: precision 'bf16' on a CPU without native bf16 (no AVX512-BF16/AMX) is emulated, about 8-20x "
+            "slower than fp32; use 'auto' (bf16 only where it is native) or 'fp32'",
+            func,
+        )
     return dtype

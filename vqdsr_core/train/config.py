@@ -19,7 +19,7 @@ OPEN = "__open__"  # marker: a table whose keys are checked by its consumer
 _RUN = {
     "seed": 0,
     "device": "auto",  # auto | cpu | cuda | cuda:N (DDP ranks use cuda:LOCAL_RANK)
-    "precision": "fp32",  # fp32 | bf16 | fp16 | auto (autocast; weights stay fp32)
+    "precision": "fp32",  # fp32 | bf16 | fp16 | auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)
     "num_workers": 2,  # DataLoader worker processes per rank
     "worker_start": "spawn",  # spawn | forkserver | fork (fork is fastest but can deadlock in threaded parents)
     "threads": 0,  # torch.set_num_threads in the main process; 0 = leave torch's default
