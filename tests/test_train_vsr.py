@@ -222,3 +222,19 @@ def test_sigterm_saves_a_valid_checkpoint(setup):
     c = ck.read_checkpoint(run / ck.LATEST)
     assert c["step"] == losses(run)[-1]["step"] >= 2
     assert not (run / "final.safetensors").exists()  # interrupted, not finished
+
+
+def test_still_stretch():
+    from vqdsr_core.train.vsr import still_stretch
+
+    hr = torch.rand(6, 3, 4, 4)
+    assert still_stretch(hr, 0, 0.0) is hr
+    outs = [still_stretch(hr, s, 1.0) for s in range(20)]
+    for out in outs:
+        diffs = [bool((out[t] != out[t - 1]).any()) for t in range(1, 6)]
+        start = diffs.index(False)  # motion stops at some frame and never restarts
+        assert not any(diffs[start:]) and torch.equal(out[: start + 1], hr[: start + 1])
+    assert len({int(sum((o[t] != o[t - 1]).any() for t in range(1, 6))) for o in outs}) > 2  # varied starts
+    assert torch.equal(still_stretch(hr, 3, 1.0), outs[3])  # seeded
+    frac = sum(still_stretch(hr, s, 0.3) is not hr for s in range(400)) / 400
+    assert 0.2 < frac < 0.4

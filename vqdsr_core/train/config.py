@@ -46,6 +46,7 @@ VSR_SCHEMA: dict[str, Any] = {
         "num_frame": 15,
         "gt_size": 256,
         "intervals": [1, 2, 3],
+        "still_prob": 0.0,  # probability that a training clip's motion stops (train.vsr.still_stretch)
         "val_clips": 4,
         "val_frames": 7,
         "val_size": 256,  # GT crop of the validation clips

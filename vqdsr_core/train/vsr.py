@@ -41,6 +41,17 @@ class EpochShuffle:
         return epoch, int(self._perm[pos])
 
 
+def still_stretch(hr: Tensor, seed: int, prob: float) -> Tensor:
+    """With probability ``prob``, the clip's motion stops: frames from a random start on repeat that frame
+    (start 0: a still shot). Degradations are drawn per frame afterwards, so the LR still changes (noise, codec) and
+    a temporal loss sees pure flicker there, as on the still stretches of real animation."""
+    rng = np.random.default_rng([seed, 7])
+    if prob <= 0 or hr.shape[0] < 2 or rng.random() >= prob:
+        return hr
+    start = int(rng.integers(0, hr.shape[0] - 1))
+    return torch.cat([hr[:start], hr[start : start + 1].expand(hr.shape[0] - start, -1, -1, -1)]).contiguous()
+
+
 def lr_scheduler(optimizer: torch.optim.Optimizer, st: Any) -> torch.optim.lr_scheduler.LRScheduler:
     """The stage's per-iteration schedule: ``step`` (x gamma at each milestone) or ``cosine`` (to lr_min)."""
     from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR
@@ -72,9 +83,18 @@ class VSRPairs(Dataset):
     ``degrade.pipeline.make_pair`` seeded by the sample index, so any worker makes the same pair.
     """
 
-    def __init__(self, clips: Dataset, seed: int, deg_cfg: Any, vqgan: str, vq_in_main: bool, usm: dict | None):
+    def __init__(
+        self,
+        clips: Dataset,
+        seed: int,
+        deg_cfg: Any,
+        vqgan: str,
+        vq_in_main: bool,
+        usm: dict | None,
+        still_prob: float = 0.0,
+    ):
         self.clips, self.seed, self.deg_cfg, self.vqgan_path = clips, seed, deg_cfg, vqgan
-        self.vq_in_main, self.usm = vq_in_main, usm
+        self.vq_in_main, self.usm, self.still_prob = vq_in_main, usm, still_prob
         self.order = EpochShuffle(len(clips), seed)
         self._vqgan: torch.nn.Module | None = None
 
@@ -86,8 +106,8 @@ class VSRPairs(Dataset):
 
         epoch, item = self.order(index)
         self.clips.set_epoch(epoch)
-        hr = self.clips[item]["hr"]  # (N, 3, H, W)
         seed = sample_seed(self.seed, index)
+        hr = still_stretch(self.clips[item]["hr"], seed, self.still_prob)  # (N, 3, H, W)
         out: dict[str, Any] = {"hr": hr}
         if self.vq_in_main:
             out["seed"] = seed
@@ -207,7 +227,7 @@ class VSRTask:
         usm = None
         if self.stage == "net" and self.st.usm:
             usm = {"weight": self.st.usm_weight, "radius": self.st.usm_radius, "threshold": self.st.usm_threshold}
-        return VSRPairs(clips, seed, self.deg_cfg, self.vqgan_path, self.vq_in_main, usm)
+        return VSRPairs(clips, seed, self.deg_cfg, self.vqgan_path, self.vq_in_main, usm, d.still_prob)
 
     def _lr(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         dev = self.env.device
