@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 13's recipe ablation: fine-tune the bundled default VSR model with one recipe change per row, same start,
 # steps, data and seed (training/README.md, "Temporal ablation"). Resumable: rerun the same command after a stop.
-#   training/ablations/temporal.sh ROW [ROW ...]      rows: l1 td pp percep_td old_td gan gan_td
+#   training/ablations/temporal.sh ROW [ROW ...]      rows: l1 td still_td pp percep_td old_td gan gan_td
 # Environment: STEPS (600), THREADS (torch threads per run, 2), OUT (runs/abl), DATA (data/hr_clips), VAL (data/hr_val)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,6 +13,7 @@ for row in "$@"; do
     case $row in
         l1)        stage=net; set_=() ;;
         td)        stage=net; set_=(--set net.temporal_weight=1.0) ;;
+        still_td)  stage=net; set_=(--set net.temporal_weight=1.0 --set data.still_prob=0.3) ;;
         pp)        stage=net; set_=(--set net.temporal_weight=1.0 --set net.pingpong_weight=0.5) ;;
         percep_td) stage=net; set_=(--set net.temporal_weight=1.0 --set net.perceptual_weight=1.0) ;;
         # old-media degradations in training too: MPEG-2 / MPEG-4 ASP besides H.264, up to two generations,
@@ -23,7 +24,7 @@ for row in "$@"; do
                                     --set 'degrade.analog_probs={composite=0.3,ringing=0.2,chroma_bleed=0.2,aliasing=0.1}') ;;
         gan)       stage=gan; set_=(--set 'gan.vqgan=""') ;;
         gan_td)    stage=gan; set_=(--set 'gan.vqgan=""' --set gan.temporal_weight=1.0) ;;
-        *) echo "temporal.sh: unknown row '$row' (l1 td pp percep_td old_td gan gan_td)" >&2; exit 2 ;;
+        *) echo "temporal.sh: unknown row '$row' (l1 td still_td pp percep_td old_td gan gan_td)" >&2; exit 2 ;;
     esac
     # the same fine-tuning schedule in every row: from the default's weights, lr 1e-4 cosine to 0, EMA 0.99
     # (0.999 would still hold 55% of the start after 600 steps)
