@@ -10,31 +10,15 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import numpy as np
 import vapoursynth as vs
+
+from vqdsr_core import options as opt
+from vqdsr_core.options import KRange, draw_k
 
 from . import frames as fr
 
 core = vs.core
 FUNC = "vsvqdsr.degrade"
-KRange = int | tuple[int, int] | list[int]
-
-
-def _check_k(name: str, k: Any) -> tuple[int, int]:
-    def ok(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-    if ok(k):
-        return k, k
-    if isinstance(k, list | tuple) and len(k) == 2 and ok(k[0]) and ok(k[1]) and k[0] <= k[1]:
-        return int(k[0]), int(k[1])
-    raise fr.error(FUNC, f"{name} must be an int >= 1 or a (lo, hi) range with 1 <= lo <= hi, got {k!r}")
-
-
-def draw_k(ranges: tuple[tuple[int, int], ...], seed: int, frame: int | None) -> tuple[int, ...]:
-    """k per branch, uniform in each inclusive range, from a generator seeded by (seed, frame) or (seed,)."""
-    rng = np.random.default_rng([seed] if frame is None else [seed, 1, frame])
-    return tuple(int(rng.integers(lo, hi, endpoint=True)) for lo, hi in ranges)
 
 
 def degrade(
@@ -42,12 +26,12 @@ def degrade(
     /,
     *,
     weights: str | None = None,
-    k_top: KRange = 1,
-    k_mid: KRange = (1, 10),
-    k_bottom: KRange = (1, 50),
-    seed: int = 0,
-    per: str = "clip",
-    keep_colour: float = 2.0,
+    k_top: KRange = opt.K_TOP,
+    k_mid: KRange = opt.K_MID,
+    k_bottom: KRange = opt.K_BOTTOM,
+    seed: int = opt.SEED,
+    per: str = opt.PER,
+    keep_colour: float = opt.KEEP_COLOUR,
     device: str = "auto",
     precision: str = "fp32",
     matrix: int | str | None = None,
@@ -65,22 +49,14 @@ def degrade(
     from vqdsr_core.degrade.vq import check_keep_colour, degrade_keep_colour
 
     clip = fr.check_clip(clip, FUNC, min_size=8)
-    ranges = (_check_k("k_top", k_top), _check_k("k_mid", k_mid), _check_k("k_bottom", k_bottom))
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise fr.error(FUNC, f"seed must be an int >= 0, got {seed!r}")
-    if per not in ("clip", "frame"):
-        raise fr.error(FUNC, f"per must be 'clip' or 'frame', got {per!r}")
-    try:
-        keep_colour = check_keep_colour(keep_colour, FUNC)
-    except ValueError as e:
-        raise fr.error(FUNC, str(e)[len(FUNC) + 2 :]) from e
+    ks = {"k_top": k_top, "k_mid": k_mid, "k_bottom": k_bottom}
+    ranges = tuple(fr.check(FUNC, opt.check_k, name, k, FUNC) for name, k in ks.items())
+    fr.check(FUNC, opt.check_seed_per, seed, per, FUNC)
+    keep_colour = fr.check(FUNC, check_keep_colour, keep_colour, FUNC)
     work = fr.to_working_rgb(clip, FUNC, matrix=matrix)
     model, dev, dtype = _load(weights, device, precision)
-    n_embed = int(getattr(model, "n_embed", 1 << 30))
-    if max(hi for _, hi in ranges) > n_embed:
-        raise fr.error(FUNC, f"k must be <= the codebook size {n_embed}, got ranges {ranges}")
-    if not getattr(model, "multiscale", True):
-        ranges = (ranges[0], (1, 1), (1, 1))  # a top-only model has no mid/bottom branch
+    n_embed, multiscale = int(getattr(model, "n_embed", 1 << 30)), bool(getattr(model, "multiscale", True))
+    ranges = fr.check(FUNC, opt.fit_k_ranges, ranges, n_embed, multiscale, FUNC)
     fixed = draw_k(ranges, seed, None) if per == "clip" else None
     out_np = fr.numpy_dtype(work.rgb)
     lock = threading.Lock()
@@ -123,11 +99,10 @@ def _load(weights: Any, device: str, precision: str) -> tuple[Any, Any, Any]:
     from vqdsr_core.device import pick_device, pick_dtype
     from vqdsr_core.weights import load_model, resolve_weights
 
-    try:
+    def load() -> tuple[Any, Any, Any]:
         dev = pick_device(device, func=FUNC)
         dtype = pick_dtype(precision, dev, func=FUNC)
         model, _ = load_model(resolve_weights(weights, "vqgan"), arch="multiscale_vqgan", device=dev, dtype=dtype)
-    except ValueError as e:
-        msg = str(e)
-        raise fr.error(FUNC, msg[len(FUNC) + 2 :] if msg.startswith(FUNC) else msg) from e
-    return model, dev, dtype
+        return model, dev, dtype
+
+    return fr.check(FUNC, load)

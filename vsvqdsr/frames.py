@@ -10,27 +10,13 @@ from typing import Any
 import numpy as np
 import vapoursynth as vs
 
+from vqdsr_core.options import MATRICES, MATRIX_RGB, MATRIX_UNSPECIFIED  # noqa: F401 (re-exported)
+from vqdsr_core.options import parse_matrix as _parse_matrix
+
 core = vs.core
 
 # torch warns on every from_numpy of a read-only VapourSynth plane; the plane is only read, never written
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-
-# H.273 matrix coefficients accepted by name in ``matrix=`` (same spellings as the resize plugin)
-MATRICES = {
-    "709": 1,
-    "fcc": 4,
-    "470bg": 5,
-    "601": 6,
-    "170m": 6,
-    "240m": 7,
-    "ycgco": 8,
-    "2020ncl": 9,
-    "2020cl": 10,
-    "chromancl": 12,
-    "chromacl": 13,
-    "ictcp": 14,
-}
-MATRIX_RGB, MATRIX_UNSPECIFIED = 0, 2
 
 
 def error(func: str, message: str) -> vs.Error:
@@ -57,17 +43,17 @@ def check_clip(clip: object, func: str, *, min_size: int) -> vs.VideoNode:
 
 
 def parse_matrix(matrix: int | str | None, func: str) -> int | None:
-    if matrix is None:
-        return None
-    if isinstance(matrix, str):
-        if matrix.lower() in MATRICES:
-            return MATRICES[matrix.lower()]
-        raise error(func, f"unknown matrix {matrix!r}; use an H.273 code or one of {sorted(MATRICES)}")
-    if isinstance(matrix, int) and not isinstance(matrix, bool) and matrix in set(MATRICES.values()):
-        return matrix
-    raise error(
-        func, f"matrix must be an H.273 YUV matrix code {sorted(set(MATRICES.values()))} or name, got {matrix!r}"
-    )
+    """``matrix=`` as an H.273 code (``vqdsr_core.options.parse_matrix``), errors as a vs.Error."""
+    return check(func, _parse_matrix, matrix, func)
+
+
+def check(name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, its ValueError (a vqdsr_core check) turned into a vs.Error naming function ``name``."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as e:
+        msg = str(e)
+        raise error(name, msg[len(name) + 2 :] if msg.startswith(f"{name}: ") else msg) from e
 
 
 @dataclass
