@@ -282,3 +282,41 @@ def test_matrix_overrides_a_tagged_clip_both_ways(weights, cartoon, coded, tag):
     want = vsvqdsr.upscale(yuv, weights=str(weights), precision="fp32")
     assert got.get_frame(0).props["_Matrix"] == coded
     assert all(np.array_equal(a, b) for a, b in zip(render(got), render(want)))
+
+
+def test_output_size_other_than_x4(weights, cartoon):
+    """scale= / width= / height=: the x4 result, then Lanczos down; input format and props kept, SAR on a stretch."""
+    rgbs = clip_from_frames(cartoon(2, 16, 24, seed=14)).std.SetFrameProps(Name="s", _SARNum=8, _SARDen=9)
+    x4 = vsvqdsr.upscale(rgbs, weights=str(weights), precision="fp32")
+    x2 = vsvqdsr.upscale(rgbs, weights=str(weights), precision="fp32", scale=2)
+    assert (x2.format.id, x2.width, x2.height, x2.num_frames) == (vs.RGBS, 48, 32, 2)
+    want = core.resize.Lanczos(x4, 48, 32, filter_param_a=3)
+    assert all(np.array_equal(a, b) for a, b in zip(render(x2), render(want)))
+    yuv = core.resize.Bicubic(rgbs, format=vs.YUV420P10, matrix_s="709")
+    for kwargs, size, sar in (
+        ({"scale": 1.5}, (36, 24), (8, 9)),
+        ({"width": 50}, (50, 34), (8, 9)),  # height from the aspect ratio, rounded to the 4:2:0 grid
+        ({"height": 30}, (46, 30), (8, 9)),
+        ({"width": 48, "height": 48}, (48, 48), (4, 3)),  # a stretch: the display aspect is kept through the SAR
+    ):
+        out = vsvqdsr.upscale(yuv, weights=str(weights), **kwargs)
+        assert (out.format.id, out.width, out.height) == (vs.YUV420P10, *size), kwargs
+        p = out.get_frame(1).props
+        assert (p["Name"], p["_Matrix"], p["_SARNum"], p["_SARDen"]) == ("s", 1, *sar), kwargs
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"scale": 5}, r"scale must be a number in \(0, 4\], got 5"),
+        ({"scale": 0}, r"scale must be a number in \(0, 4\]"),
+        ({"scale": 2, "width": 32}, "give scale or width/height, not both"),
+        ({"width": 33}, "width must be a multiple of 2 for this format's subsampling, got 33"),
+        ({"height": 80}, "output size 80x80 is above 4 x the input's 16x16; the net is x4"),
+        ({"width": "big"}, "width must be an int >= 1"),
+    ],
+)
+def test_bad_output_size(weights, cartoon, kwargs, message):
+    clip = core.resize.Bicubic(clip_from_frames(cartoon(1, 16, 16)), format=vs.YUV420P8, matrix_s="709")
+    with pytest.raises(vs.Error, match=r"vsvqdsr\.upscale: " + message):
+        vsvqdsr.upscale(clip, weights=str(weights), **kwargs)

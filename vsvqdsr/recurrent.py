@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from fractions import Fraction
 from typing import Any
 
 import vapoursynth as vs
+
+from vqdsr_core.options import output_size, scaled_sar
 
 from . import frames as fr
 from .scenes import is_cut, with_scene_difference
@@ -138,6 +141,9 @@ def upscale(
     tile_pad: int = 24,
     trt: bool = False,
     compile: bool = False,
+    scale: float = 4,
+    width: int | None = None,
+    height: int | None = None,
 ) -> vs.VideoNode:
     """Upscale ``clip`` x4 in width and height with the recurrent VQD-SR / AnimeSR net (see the README).
 
@@ -154,6 +160,8 @@ def upscale(
     trt: compile the cell with torch-tensorrt (NVIDIA only; engines cached in the user cache folder).
     compile: CPU only: torch.compile the cell (inductor, freezing; about 5% faster, tens of seconds to start;
         eager when no C++ compiler is found).
+    scale, width, height: output size: ``scale`` x (at most 4) or a width and/or height (one alone keeps the aspect
+        ratio); the net runs at x4, then ``resize.Lanczos`` (3 taps) down to that size.
     """
     clip = fr.check_clip(clip, FUNC, min_size=4)
     _check_int("warmup", warmup, 0)
@@ -174,6 +182,9 @@ def upscale(
             or any(not isinstance(t, int) or isinstance(t, bool) or t < 4 for t in tile)
         ):
             raise fr.error(FUNC, f"tile must be (width, height) with both >= 4, got {tile!r}")
+    ss_w, ss_h = 1 << clip.format.subsampling_w, 1 << clip.format.subsampling_h
+    size = fr.check(FUNC, output_size, clip.width, clip.height, scale=scale, width=width, height=height,
+                    mod=(ss_w, ss_h), func=FUNC)  # fmt: skip
     work = fr.to_working_rgb(clip, FUNC, matrix=matrix)
     up = _load_upscaler(weights, device, precision, tile, tile_pad, compile and not trt)
     if trt:
@@ -191,7 +202,28 @@ def upscale(
     )
     blank = core.std.BlankClip(work.rgb, width=clip.width * 4, height=clip.height * 4, keep=True)
     out = core.std.ModifyFrame(blank, [blank, src], runner)
-    return work.back(out)
+    if size == (blank.width, blank.height):
+        return work.back(out)
+    out = work.back(core.resize.Lanczos(out, size[0], size[1], filter_param_a=3))
+    if width is None or height is None:  # aspect kept (up to rounding): the source's SAR stays valid
+        return out
+    return _keep_display_aspect(out, (clip.width, clip.height), size)
+
+
+def _keep_display_aspect(clip: vs.VideoNode, lr_size: tuple[int, int], size: tuple[int, int]) -> vs.VideoNode:
+    """``_SARNum``/``_SARDen`` scaled so that stretching ``lr_size`` to ``size`` keeps the display aspect."""
+    if size[0] * lr_size[1] == size[1] * lr_size[0]:
+        return clip
+
+    def fix_sar(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        if int(f.props.get("_SARNum", 0)) <= 0 or int(f.props.get("_SARDen", 0)) <= 0:
+            return f
+        sar = scaled_sar(Fraction(int(f.props["_SARNum"]), int(f.props["_SARDen"])), lr_size, size)
+        fout = f.copy()
+        fout.props["_SARNum"], fout.props["_SARDen"] = sar.numerator, sar.denominator
+        return fout
+
+    return core.std.ModifyFrame(clip, clip, fix_sar)
 
 
 def _check_int(name: str, val: Any, lo: int) -> None:
@@ -203,15 +235,13 @@ def _load_upscaler(weights: Any, device: str, precision: str, tile: Any, tile_pa
     from vqdsr_core.inference import SequentialUpscaler
     from vqdsr_core.weights import resolve_weights
 
-    try:
-        path = resolve_weights(weights, "vsr")
+    def load() -> Any:  # WeightsError and bad device/precision are ValueErrors
         return SequentialUpscaler.from_weights(
-            path, device=device, precision=precision, func=FUNC, tile=None if tile is None else tuple(tile),
-            tile_pad=tile_pad, compile=compile,
+            resolve_weights(weights, "vsr"), device=device, precision=precision, func=FUNC,
+            tile=None if tile is None else tuple(tile), tile_pad=tile_pad, compile=compile,
         )  # fmt: skip
-    except ValueError as e:  # WeightsError and bad device/precision
-        msg = str(e)
-        raise fr.error(FUNC, msg[len(FUNC) + 2 :] if msg.startswith(FUNC) else msg) from e
+
+    return fr.check(FUNC, load)
 
 
 def _compile(up: Any, clip: vs.VideoNode) -> None:
