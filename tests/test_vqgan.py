@@ -208,3 +208,79 @@ def test_group_norm_keeps_four_channels_per_group():
         paper, narrow = MultiScaleVQGAN(width=128), MultiScaleVQGAN(width=32, embed_dim=128)
     assert {m.num_groups for m in paper.modules() if isinstance(m, nn.GroupNorm)} == {32}
     assert min(m.num_channels // m.num_groups for m in narrow.modules() if isinstance(m, nn.GroupNorm)) == 4
+
+
+FAST = {**SMALL, "codebook_dim": 8, "l2_codes": True, "ema_decay": 0.99}
+
+
+def test_fast_options_keep_the_architecture():
+    """Same three branches and one shared codebook; only the quantiser gains two 1x1 projections and EMA buffers."""
+    plain, fast = MultiScaleVQGAN(**SMALL).state_dict(), MultiScaleVQGAN(**FAST).state_dict()
+    new = sorted(set(fast) - set(plain))
+    assert new == [
+        "top.quantize.ema_count", "top.quantize.ema_sum", "top.quantize.embedding.raw",
+        "top.quantize.proj_in.bias", "top.quantize.proj_in.weight", "top.quantize.proj_out.bias",
+        "top.quantize.proj_out.weight",
+    ]  # fmt: skip
+    assert sorted(set(plain) - set(fast)) == ["top.quantize.embedding.weight"]
+    assert fast["top.quantize.embedding.raw"].shape == (64, 8)
+    top = MultiScaleVQGAN(**FAST, multiscale=False)
+    ms = MultiScaleVQGAN(**FAST)
+    ms.init_from_top(top)  # the stage-2 start works with the options
+    assert torch.equal(ms.quantize.codes, top.quantize.codes)
+
+
+def test_fast_encode_is_the_lookup_space_and_degrade_uses_it(cartoon_tensor):
+    torch.manual_seed(6)
+    model = MultiScaleVQGAN(**FAST).eval()
+    x = cartoon_tensor(1, 32, 24)
+    z = model.encode(x * 2 - 1)
+    assert {k: tuple(v.shape) for k, v in z.items()} == {
+        "top": (1, 8, 4, 3),
+        "mid": (1, 8, 8, 6),
+        "bot": (1, 8, 16, 12),
+    }
+    assert all(torch.allclose(v.norm(dim=1), torch.ones(()), atol=1e-5) for v in z.values())
+    codes = model.quantize.codes
+    for k in (1, 3, 40):  # degrade's k-th nearest = brute force in the space the codes were trained in
+        q = model.quantize_latents(z, {"top": k, "mid": k, "bot": k})
+        for name, v in z.items():
+            flat = v.permute(0, 2, 3, 1).reshape(-1, 8).double()
+            want = (torch.cdist(flat, codes.double()) ** 2).argsort(dim=1, stable=True)[:, k - 1]
+            assert torch.equal(q[name].permute(0, 2, 3, 1).reshape(-1, 8), codes[want]), (name, k)
+        manual = model.decode(q).clamp(-1, 1).add(1).div(2)
+        assert torch.allclose(model.degrade(x, k_top=k, k_mid=k, k_bottom=k), manual, atol=1e-6)
+
+
+def test_fast_weight_file_round_trip_records_the_options(tmp_path, cartoon_tensor):
+    from vqdsr_core.weights import load_model, save_weights
+
+    torch.manual_seed(7)
+    model = MultiScaleVQGAN(**FAST).eval()
+    with torch.no_grad():
+        model.quantize.ema_count.fill_(0.5)  # training state travels too (strict loading)
+    path = save_weights(tmp_path / "fast.safetensors", model, arch="multiscale_vqgan", config=FAST)
+    loaded, info = load_model(path, arch="multiscale_vqgan")
+    assert info.config == FAST and loaded.quantize.factorized and loaded.quantize.l2_codes
+    assert loaded.quantize.ema_decay == 0.99 and torch.equal(loaded.quantize.ema_count, model.quantize.ema_count)
+    x = cartoon_tensor(1, 16, 16)
+    assert torch.equal(loaded.degrade(x, k_mid=3, k_bottom=9), model.degrade(x, k_mid=3, k_bottom=9))
+    from vqdsr_core.weights import WeightsError
+
+    wrong = save_weights(tmp_path / "wrong.safetensors", model, arch="multiscale_vqgan", config=SMALL)
+    with pytest.raises(WeightsError, match="does not fit"):  # a file whose config lacks the options is refused
+        load_model(wrong, arch="multiscale_vqgan")
+
+
+def test_bundled_degrader_loads_unchanged():
+    """A weight file from before the options (no such config keys) builds the plain quantiser and loads strictly."""
+    from vqdsr_core.weights import bundled_weights, load_model, read_weights
+
+    path = bundled_weights("vqgan")
+    _, info = read_weights(path)
+    assert not {"codebook_dim", "l2_codes", "ema_decay"} & set(info.config)
+    model, _ = load_model(path, arch="multiscale_vqgan")
+    q = model.quantize
+    assert not (q.factorized or q.l2_codes or q.ema_decay) and isinstance(q.embedding, torch.nn.Embedding)
+    z = torch.randn(1, q.embed_dim, 2, 2)
+    assert q.to_lookup(z) is z and q.from_lookup(z) is z  # the latent is the lookup space, as before

@@ -10,6 +10,11 @@ Everything the reference keeps in its ``top`` ModuleList (trunk, top branch, cod
 ``self.top``; stage 2 trains those with LR x 0.25 (``shared_parameters``), everything else at full LR
 (``branch_parameters``: conv_in, mid/bottom branches, norm_out, conv_out, as in the reference).
 Width C=128 gives 121.21M parameters (multi-scale) and 56.87M (top only).
+
+The quantiser's fast-convergence options (``codebook_dim``, ``l2_codes``, ``ema_decay``; see ``quantize``) keep
+this structure: ``encode`` returns each branch's latent in the codebook's lookup space (B, D, h, w), and ``decode``
+projects the quantised codes back to the E-dim decoder input. With all three off (the default and the paper) the
+lookup space is the latent itself.
 """
 
 from __future__ import annotations
@@ -112,7 +117,15 @@ class MultiScaleVQGAN(nn.Module):
     """Multi-scale VQGAN: shared trunk, top/mid/bottom encoders, one codebook, decoder fed at f8, f4 and f2."""
 
     def __init__(
-        self, width: int = 128, embed_dim: int = 256, n_embed: int = 1024, multiscale: bool = True, dropout: float = 0.0
+        self,
+        width: int = 128,
+        embed_dim: int = 256,
+        n_embed: int = 1024,
+        multiscale: bool = True,
+        dropout: float = 0.0,
+        codebook_dim: int = 0,
+        l2_codes: bool = False,
+        ema_decay: float = 0.0,
     ) -> None:
         super().__init__()
         if width < 32 or width % 32:
@@ -138,7 +151,9 @@ class MultiScaleVQGAN(nn.Module):
                     *attn_res(4 * c, p),
                     *latent_head(4 * c, e),
                 ),
-                "quantize": VectorQuantizer(n_embed, e, beta=0.25),
+                "quantize": VectorQuantizer(
+                    n_embed, e, beta=0.25, codebook_dim=codebook_dim, l2_codes=l2_codes, ema_decay=ema_decay
+                ),  # shared by all branches; lookup space (B, D, h, w), D = codebook_dim or E
                 # top decoder: latent f8 -> (B, 2C, H/8) -> (B, 2C, H/4)
                 "dec_top": nn.Sequential(
                     conv3(e, 4 * c), *attn_res(4 * c, p), conv3(4 * c, 2 * c), basic_block(2 * c, p)
@@ -195,16 +210,19 @@ class MultiScaleVQGAN(nn.Module):
             )
 
     def encode(self, x: Tensor) -> dict[str, Tensor]:
-        """x (B, 3, H, W) in [-1, 1] -> pre-quantisation latents {"top": (B, E, H/8, W/8), "mid": H/4, "bot": H/2}."""
+        """x (B, 3, H, W) in [-1, 1] -> pre-quantisation latents in the lookup space.
+
+        {"top": (B, D, H/8, W/8), "mid": (B, D, H/4, W/4), "bot": (B, D, H/2, W/2)}; D = E without a projection.
+        """
         self._check_input("encode", x)
         t = self.top
         f2 = t["enc_f2"](t["enc_f1"](self.conv_in(x)))  # (B, C, H/2, W/2)
         f4 = t["enc_f4"](f2)  # (B, 2C, H/4, W/4)
-        z = {"top": t["enc_top"](f4)}
+        z = {"top": t["enc_top"](f4)}  # (B, E, H/8, W/8)
         if self.multiscale:
-            z["mid"] = self.enc_mid(f4)
-            z["bot"] = self.enc_bot(f2)
-        return z
+            z["mid"] = self.enc_mid(f4)  # (B, E, H/4, W/4)
+            z["bot"] = self.enc_bot(f2)  # (B, E, H/2, W/2)
+        return {name: self.quantize.to_lookup(v) for name, v in z.items()}  # (B, D, h, w)
 
     def quantize_latents(self, z: Mapping[str, Tensor], k: Mapping[str, int] | None = None) -> dict[str, Tensor]:
         """Replace each branch's latent by its k-th nearest code (default k=1, plain VQ; no gradient)."""
@@ -216,6 +234,7 @@ class MultiScaleVQGAN(nn.Module):
         missing = [b for b in self.branches if b not in q]
         if missing:
             raise ValueError(f"MultiScaleVQGAN.decode: missing latents {missing}; need {list(self.branches)}")
+        q = {name: self.quantize.from_lookup(q[name]) for name in self.branches}  # (B, D, h, w) -> (B, E, h, w)
         t = self.top
         h = t["dec_f4"](t["dec_top"](q["top"]))  # (B, 2C, H/4, W/4)
         if self.multiscale:
