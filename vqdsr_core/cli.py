@@ -11,7 +11,10 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import re
 import sys
+import time
+from typing import Any
 
 
 def command_modules() -> list[str]:
@@ -47,11 +50,66 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:  # user-facing errors: message, no traceback
+    except ModuleNotFoundError as e:  # an optional dependency (PyAV, ...) of this command
+        if args.verbose or not e.name or e.name.split(".")[0] in ("vqdsr_core", "vsvqdsr"):
+            raise
+        hint = f"pip install {e.name.split('.')[0]}, or the extra that has it: pip install 'vsvqdsr[train]'"
+        print(f"vqdsr {args.command}: error: needs the Python package {e.name!r} ({hint})", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, RuntimeError) as e:  # user-facing errors: message, no traceback
         if args.verbose:
             raise
-        print(f"vqdsr {args.command}: error: {e}", file=sys.stderr)
+        print(f"vqdsr {args.command}: error: {user_message(e, args.command)}", file=sys.stderr)
         return 2
+
+
+def user_message(e: BaseException, command: str) -> str:
+    """``e``'s message without a repeated command prefix or an ``[Errno N]`` code (PyAV, OSError)."""
+    msg = re.sub(r"\[Errno -?\d+\] ", "", str(e))
+    for prefix in (f"vqdsr {command}: ", f"{command}: ", "vqdsr: "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
+
+class Progress:
+    """A progress bar on stderr (tqdm: count, total, rate, ETA); without tqdm a log line every ``every`` s."""
+
+    def __init__(
+        self, total: int | None, desc: str, *, unit: str = "frame", enabled: bool = True, every: float = 10.0
+    ) -> None:
+        self.total, self.desc, self.unit, self.n, self.every = total or None, desc, unit, 0, every
+        self.bar: Any = None
+        self.t0 = self.last = time.perf_counter()
+        self.enabled = enabled
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:  # tqdm comes with the train extra
+                return
+            self.bar = tqdm(total=self.total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.enabled and (now := time.perf_counter()) - self.last >= self.every:
+            self.last = now
+            rate = self.n / max(now - self.t0, 1e-9)
+            left = f", ETA {(self.total - self.n) / rate:.0f} s" if self.total and rate > 0 else ""
+            of = f"/{self.total}" if self.total else ""
+            logging.getLogger("vqdsr").info("%s: %d%s %ss, %.2f s/%s%s", self.desc, self.n, of, self.unit,
+                                            1 / rate, self.unit, left)  # fmt: skip
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 if __name__ == "__main__":

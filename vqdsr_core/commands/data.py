@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="render synthetic HR animation clips from clip-art SVGs (openclipart)",
         description="Render animated clip-art scenes (camera pan/zoom, moving characters, hard cuts) as PNG frame "
         "folders OUT/clip_0000/00000000.png with meta.json. Deterministic per --seed; art comes only from "
-        "the chosen --split (10%% of SVG file names, by hash, are held out). Resumable.",
+        "the chosen --split (10% of SVG file names, by hash, are held out). Resumable.",
     )
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--clips", type=int, default=10, help="number of clips (default 10)")

@@ -11,15 +11,22 @@ EPILOG = (
 )
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="TOML config file (e.g. training/cpu/vsr.toml)")
+EXAMPLES = {  # kind -> (preset, --set examples)
+    "vsr": ("training/cpu/vsr.toml", "--set net.lr=2e-4 --set 'data.train=[\"data/clips\"]'"),
+    "vqgan": ("training/cpu/vqgan.toml", "--set top.base_lr=1e-5 --set 'data.train=[\"data/lq_frames\"]'"),
+}
+
+
+def _add_common(p: argparse.ArgumentParser, kind: str) -> None:
+    preset, sets = EXAMPLES[kind]
+    p.add_argument("config", help=f"TOML config file (e.g. {preset})")
     p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config key, e.g. --set net.lr=2e-4 --set 'data.train=[\"data/clips\"]' (repeatable)",
+        help=f"override a config key, e.g. {sets} (repeatable)",
     )
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/<config name>_<stage>)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/latest.pt (or previous.pt)")
@@ -35,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG.format(cmd="train-vqgan"),
         formatter_class=fmt,
     )
-    _add_common(p)
+    _add_common(p, "vqgan")
     p.add_argument("--stage", required=True, choices=("top", "multi"))
     p.set_defaults(func=_train, kind="vqgan")
 
@@ -48,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG.format(cmd="train-vsr"),
         formatter_class=fmt,
     )
-    _add_common(p)
+    _add_common(p, "vsr")
     p.add_argument("--stage", required=True, choices=("net", "gan"))
     p.set_defaults(func=_train, kind="vsr")
 
