@@ -170,3 +170,83 @@ def test_compile_without_a_compiler_runs_eager(monkeypatch):
     monkeypatch.setattr(inference.shutil, "which", lambda name: None)
     up = SequentialUpscaler(tiny().eval(), device=torch.device("cpu"), dtype=torch.float32, compile=True)
     assert up.cell_fn == up.model.cell
+
+
+def _untagged_h264(path, frames):
+    """H.264 with no colour description (colorspace unspecified), as ffmpeg's lavfi sources write by default."""
+    from fractions import Fraction
+
+    import av
+
+    _, h, w, _ = frames.shape
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=Fraction(24))
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for rgb in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def _decode(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_cli_upscale_matrix_size_and_progress(tmp_path, cartoon, capsys):
+    """--matrix is needed for untagged YUV (as in the filter) and overrides a tag; --scale/--width size the output;
+    a progress bar with the total goes to stderr."""
+    from vqdsr_core.cli import main
+
+    frames = cartoon(4, 24, 32, seed=3)
+    untagged = _untagged_h264(tmp_path / "u.mp4", frames)
+    weights = save_weights(tmp_path / "w.safetensors", tiny(), arch="vqdsr_vsr", config=_tiny_config())
+    w = ["--weights", str(weights)]
+    assert main(["upscale", str(untagged), str(tmp_path / "a.mkv"), *w]) == 2
+    err = capsys.readouterr().err
+    assert "vqdsr upscale: error: the YUV matrix of" in err and "pass --matrix" in err
+    assert not (tmp_path / "a.mkv").exists()
+    assert main(["upscale", str(untagged), str(tmp_path / "a.mkv"), *w, "--matrix", "601"]) == 0
+    assert "4/4" in capsys.readouterr().err  # tqdm: done/total
+    got601 = _decode(tmp_path / "a.mkv")
+    assert len(got601) == 4 and got601[0].shape == (96, 128, 3)
+    assert main(["upscale", str(untagged), str(tmp_path / "b.mkv"), *w, "--matrix", "709", "--no-progress"]) == 0
+    assert "4/4" not in capsys.readouterr().err
+    # swscale's untagged default is BT.601: --matrix 709 must change the colours
+    assert np.abs(_decode(tmp_path / "b.mkv")[1].astype(int) - got601[1]).mean() > 1
+    assert main(["upscale", str(untagged), str(tmp_path / "c.mp4"), *w, "--matrix", "6", "--scale", "2"]) == 0
+    assert _decode(tmp_path / "c.mp4")[0].shape == (48, 64, 3)
+    assert main(["upscale", str(untagged), str(tmp_path / "d.mp4"), *w, "--matrix", "601", "--width", "80"]) == 0
+    assert _decode(tmp_path / "d.mp4")[0].shape == (60, 80, 3)
+
+
+def test_cli_upscale_errors_are_clear_and_early(tmp_path, cartoon, capsys):
+    """Checked before the model loads, each message names the file, once prefixed, no errno or internal names."""
+    from test_plugin_support import make_h264
+
+    from vqdsr_core.cli import main
+
+    src = make_h264(tmp_path / "in.mp4", cartoon(2, 16, 16, seed=1))
+    text = tmp_path / "notes.txt"
+    text.write_text("not a video\n")
+    missing = str(tmp_path / "missing.safetensors")  # the suffix check must come first
+
+    def error(*argv: str) -> str:
+        assert main(["upscale", *argv]) == 2
+        return capsys.readouterr().err.strip()
+
+    msg = error(str(src), str(tmp_path / "out.avi"), "--weights", missing)
+    assert msg == f"vqdsr upscale: error: output {str(tmp_path / 'out.avi')!r}: unknown video suffix '.avi'; use " \
+        ".mkv, .mp4, .mov, .264, .hevc"  # fmt: skip
+    assert "needs --codec libx265" in error(str(src), str(tmp_path / "o.hevc"), "--weights", missing)
+    msg = error(str(text), str(tmp_path / "o.mkv"))
+    assert msg.startswith(f"vqdsr upscale: error: cannot read video {str(text)!r}: Invalid data") and "Errno" not in msg
+    assert "is a folder" in error(str(src), str(tmp_path / "o.mkv"), "--weights", str(tmp_path))
+    assert error(str(src), str(tmp_path / "o.mkv"), "--device", "tpu").count("vqdsr upscale:") == 1
+    assert "scale must be a number in (0, 4]" in error(str(src), str(tmp_path / "o.mkv"), "--scale", "8")
+    assert "is a folder" in error(str(tmp_path), str(tmp_path / "o.mkv"))
+    assert not list(tmp_path.glob("o.*")) and not list(tmp_path.glob(".o*"))

@@ -213,6 +213,7 @@ def test_bf16_within_half_a_db_of_fp32(cartoon, trained_folder):
         (lambda c: c, {"sc_threshold": -1}, "sc_threshold must be"),
         (lambda c: c, {"matrix": "nope"}, "unknown matrix"),
         (lambda c: c, {"weights": "/nonexistent.safetensors"}, "does not exist"),
+        (lambda c: c, {"weights": "/"}, "weight file '/' is a folder; give the .safetensors file in it"),
         (lambda c: c, {"trt": True}, "trt=True needs"),
         (lambda c: c, {"compile": "yes"}, "compile must be True or False"),
     ],

@@ -115,14 +115,16 @@ class SequentialUpscaler:
         tile_pad: int = CELL_RECEPTIVE_RADIUS,
         channels_last: bool = True,
         compile: bool = False,
+        func: str = "SequentialUpscaler",
     ) -> None:
+        self.func = func  # the public name in error messages
         if not hasattr(model, "cell") or not hasattr(model, "feedback"):
-            raise ValueError(f"SequentialUpscaler: expected a RecurrentVSRNet, got {type(model).__name__}")
+            raise ValueError(f"{func}: expected a RecurrentVSRNet, got {type(model).__name__}")
         if tile is not None:
             if len(tile) != 2 or any(int(t) != t or t < MODULUS for t in tile):
-                raise ValueError(f"SequentialUpscaler: tile must be (width, height) >= {MODULUS}, got {tile!r}")
+                raise ValueError(f"{func}: tile must be (width, height) >= {MODULUS}, got {tile!r}")
         if int(tile_pad) != tile_pad or tile_pad < 0:
-            raise ValueError(f"SequentialUpscaler: tile_pad must be an int >= 0, got {tile_pad!r}")
+            raise ValueError(f"{func}: tile_pad must be an int >= 0, got {tile_pad!r}")
         self.device = torch.device(device)
         self.dtype = dtype
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -157,7 +159,7 @@ class SequentialUpscaler:
         dev = pick_device(device, func=func)
         dtype = pick_dtype(precision, dev, func=func)
         model, info = load_model(path, arch=VSR_ARCHS, device=dev, dtype=dtype)
-        up = cls(model, device=dev, dtype=dtype, **kwargs)
+        up = cls(model, device=dev, dtype=dtype, func=func, **kwargs)
         up.weights_sha256 = info.sha256
         log.debug("%s: loaded %s (%s) on %s as %s", func, info.path, info.arch, dev, dtype)
         return up
@@ -185,23 +187,25 @@ class SequentialUpscaler:
         if isinstance(frame, Tensor):
             planes = [frame.reshape(-1, *frame.shape[-2:])]
             if frame.dim() not in (3, 4) or planes[0].shape[0] != 3:
-                raise ValueError(f"SequentialUpscaler.prepare: expected (3,h,w) or (1,3,h,w), got {tuple(frame.shape)}")
+                raise ValueError(f"{self.func}: expected (3,h,w) or (1,3,h,w) frames, got {tuple(frame.shape)}")
             planes = list(planes[0])
         else:
             if len(frame) != 3:
-                raise ValueError(f"SequentialUpscaler.prepare: expected 3 planes, got {len(frame)}")
+                raise ValueError(f"{self.func}: expected 3 planes, got {len(frame)}")
             with warnings.catch_warnings():  # read-only views (e.g. VapourSynth planes) are only read here
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
                 planes = [torch.from_numpy(np.asarray(p)) for p in frame]
         h, w = planes[0].shape[-2:]
         if any(p.shape != planes[0].shape for p in planes):
-            raise ValueError("SequentialUpscaler.prepare: the three planes differ in size")
+            raise ValueError(f"{self.func}: the three planes differ in size")
         if h < 1 or w < 1:
-            raise ValueError(f"SequentialUpscaler.prepare: empty frame {w}x{h}")
+            raise ValueError(f"{self.func}: empty frame {w}x{h}")
         if self.size is None:
             self.size = (h, w)
         elif self.size != (h, w):
-            raise ValueError(f"SequentialUpscaler.prepare: frame is {w}x{h}, expected {self.size[1]}x{self.size[0]}")
+            raise ValueError(
+                f"{self.func}: frame is {w}x{h}, expected {self.size[1]}x{self.size[0]} (one size per clip)"
+            )
         if out is None:
             out = self.new_buffer()
         for c, p in enumerate(planes):

@@ -113,9 +113,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], WeightsInfo]:
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weight file {str(path)!r} does not exist")
+    path = _existing_file(Path(path))
     data = path.read_bytes()
     try:
         state = load(data)
@@ -210,7 +208,12 @@ def resolve_weights(weights: str | Path | None, role: str) -> Path:
     """``None`` -> the bundled default for ``role``; a path -> that path (checked to exist)."""
     if weights is None:
         return bundled_weights(role)
-    path = Path(weights).expanduser()
+    return _existing_file(Path(weights).expanduser())
+
+
+def _existing_file(path: Path) -> Path:
+    if path.is_dir():
+        raise WeightsError(f"weight file {str(path)!r} is a folder; give the .safetensors file in it")
     if not path.is_file():
         raise WeightsError(f"weight file {str(path)!r} does not exist")
     return path
