@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from vqdsr_core.cli import main
@@ -101,3 +102,130 @@ def test_dead_code_restarts_move_every_unused_code(tmp_path, cartoon):
     # restarted codes jumped onto encoder outputs; a code trained for 2 steps moves by ~lr, an unused one not at all
     moved = (now - init).norm(dim=1)
     assert int((moved > 0.05).sum()) >= train[-1]["codes_restarted"] and float(moved.min()) < 1e-3
+
+
+FAST_SETS = ["model.codebook_dim=4", "model.l2_codes=true", "model.ema_decay=0.9", "model.kmeans_init=true"]
+
+
+def tiny_task(tmp_path, cartoon, sets: list[str]):
+    """A VQGANTask on the TINY config (no LPIPS, fp32), built directly, and its first four training samples."""
+    from vqdsr_core.train.config import load_config
+    from vqdsr_core.train.loop import Env
+    from vqdsr_core.train.vqgan import VQGANTask
+
+    if not (tmp_path / "data").exists():
+        for i, f in enumerate(cartoon(4, 40, 48, seed=0)):
+            save_png_atomic(f, tmp_path / "data" / f"{i:04d}.png")
+    cfg_file = tmp_path / "vq.toml"
+    cfg_file.write_text(TINY.format(data=tmp_path / "data", val=""))
+    cfg = load_config(cfg_file, "vqgan", ["top.perceptual_weight=0", "top.disc_start=-1", *sets])
+    task = VQGANTask(cfg, "top", Env(0, 1, 0, torch.device("cpu"), None))
+    ds = task.dataset()
+    return task, torch.stack([ds[i] for i in range(4)])
+
+
+def nearest_code_distance(model: MultiScaleVQGAN, x01: torch.Tensor) -> tuple[float, int, float]:
+    """Latents of x01 vs the codebook: (mean squared distance to the nearest code, distinct codes picked, largest
+    distance of a used code from the (l2: normalised) mean of the latents that pick it)."""
+    from vqdsr_core.models.quantize import assignment_sums, nearest_indices
+
+    with torch.no_grad():
+        z = torch.cat([v.permute(0, 2, 3, 1).reshape(-1, v.shape[1]) for v in model.encode(x01 * 2 - 1).values()])
+        codes = model.quantize.codes.detach()
+        idx = nearest_indices(z, codes)
+        counts, sums = assignment_sums(z, idx, len(codes))
+        used = counts > 0
+        means = sums[used] / counts[used, None]
+        if model.quantize.l2_codes:
+            means = torch.nn.functional.normalize(means, dim=1)
+        off = (codes[used] - means).norm(dim=1).max()
+    return float(((z - codes[idx]) ** 2).sum(1).mean()), int(used.sum()), float(off)
+
+
+@pytest.mark.parametrize("sets", [["model.kmeans_init=true"], FAST_SETS], ids=["plain", "fast"])
+def test_kmeans_init_puts_codes_on_encoder_outputs(tmp_path, cartoon, sets):
+    task, x01 = tiny_task(tmp_path, cartoon, sets)
+    before, used_before, _ = nearest_code_distance(task.g, x01)
+    n = task.kmeans_init()  # k-means of the latents of exactly these 4 samples (16 top-branch latents each)
+    after, used_after, off = nearest_code_distance(task.g, x01)
+    assert n == 4 * 16  # latents for 4 per code
+    assert used_after == 16 > used_before and after < 0.5 * before, (before, after, used_before, used_after)
+    assert off < 1e-4  # each code is the centroid of the latents that pick it (Lloyd converged)
+
+
+def test_ema_codebook_is_not_in_the_optimizer_and_moves_to_assigned_latents(tmp_path, cartoon):
+    from vqdsr_core.models.quantize import assignment_sums, nearest_indices
+
+    task, x01 = tiny_task(tmp_path, cartoon, ["model.ema_decay=0.9"])
+    q = task.g.quantize
+    in_opt = {id(p) for group in task.optimizers["g"].param_groups for p in group["params"]}
+    assert id(q.codebook) not in in_opt and q.codebook.requires_grad is False
+    assert in_opt == {id(p) for p in task.g.parameters() if p is not q.codebook}  # everything else is trained
+    batch = x01[:2]
+    with torch.no_grad():  # the latents the training forward will see (no dropout: same weights, same values)
+        z = task.g.encode(batch * 2 - 1)["top"]
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        idx = nearest_indices(flat, q.codes)
+        counts, sums = assignment_sums(flat, idx, q.n_embed)
+    before = q.codebook.detach().clone()
+    task.train_step(batch, 0)
+    assert q.codebook.grad is None
+    hit = counts > 0
+    # fresh EMA statistics: an assigned code jumps to the mean of its latents (Laplace smoothing aside)
+    torch.testing.assert_close(q.codebook[hit], sums[hit] / counts[hit, None], rtol=1e-3, atol=1e-5)
+    assert torch.equal(q.codebook[~hit], before[~hit]) and hit.sum() >= 2
+
+
+def test_fast_options_top_then_multi(tmp_path, cartoon):
+    """k-means init, EMA, factorised l2 codes and restarts together: both stages run, the files record the options."""
+    for i, f in enumerate(cartoon(4, 40, 48, seed=0)):
+        save_png_atomic(f, tmp_path / "data" / f"{i:04d}.png")
+    cfg = tmp_path / "vq.toml"
+    cfg.write_text(TINY.format(data=tmp_path / "data", val=""))
+    sets = [x for s in [*FAST_SETS, "top.restart_dead_codes=1", "multi.restart_dead_codes=1"] for x in ("--set", s)]
+    sets += ["--set", "run.val_every=0", "--set", "top.perceptual_weight=0", "--set", "multi.perceptual_weight=0"]
+    top, multi = tmp_path / "top", tmp_path / "multi"
+    assert main(["train-vqgan", str(cfg), "--stage", "top", "--out", str(top), *sets]) == 0
+    c = ck.read_checkpoint(top / ck.LATEST)
+    assert {"codebook_dim": 4, "l2_codes": True, "ema_decay": 0.9}.items() <= c["export"]["config"].items()
+    g_state = c["optimizers"]["g"]["state"]
+    n_trained = sum(len(group["params"]) for group in c["optimizers"]["g"]["param_groups"])
+    assert n_trained == sum(1 for n in c["models"]["g"] if "quantize.embedding" not in n and "ema_" not in n)
+    assert len(g_state) <= n_trained
+    rows = [json.loads(x) for x in (top / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["codes_restarted"] >= 0 for r in rows if r["kind"] == "train")
+    args = ["train-vqgan", str(cfg), "--stage", "multi", "--out", str(multi), "--set", f"multi.init={top / ck.LATEST}"]
+    assert main([*args, *sets]) == 0
+    model, info = load_model(multi / "final.safetensors", arch="multiscale_vqgan")
+    assert info.config["codebook_dim"] == 4 and model.quantize.l2_codes and model.quantize.ema_decay == 0.9
+    out = model.degrade(torch.rand(1, 3, 16, 24), k_top=1, k_mid=2, k_bottom=9)
+    assert out.shape == (1, 3, 16, 24)
+
+
+def test_torchrun_fast_options_keep_ranks_identical(tmp_path, cartoon):
+    """Each rank sees other latents: EMA statistics are summed over ranks, k-means and restarts come from rank 0."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for i, f in enumerate(cartoon(6, 40, 40, seed=4)):
+        save_png_atomic(f, tmp_path / "data" / f"{i:04d}.png")
+    cfg = tmp_path / "vq.toml"
+    cfg.write_text(TINY.format(data=tmp_path / "data", val=""))
+    out = tmp_path / "run"
+    sets = [*FAST_SETS, "top.batch_size=1", "top.total_iter=3", "top.restart_dead_codes=2", "top.disc_start=-1",
+            "top.perceptual_weight=0", "run.ckpt_every=0", "run.val_every=0", "run.sample_every=0",
+            "run.tensorboard=false"]  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "vqdsr_core.cli", "train-vqgan", str(cfg), "--stage", "top", "--out", str(out)]  # fmt: skip
+    for s in sets:
+        cmd += ["--set", s]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "k-means" in r.stderr
+    c = ck.read_checkpoint(out / ck.LATEST)
+    prints = c["rank_fingerprints"]
+    assert len(prints) == 2 and prints[0] == prints[1]  # codebook (an EMA one: no gradient sync) included

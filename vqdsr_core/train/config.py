@@ -106,7 +106,17 @@ VQGAN_SCHEMA: dict[str, Any] = {
         "crop": 256,
         "val_images": 8,
     },
-    "model": {"width": 128, "embed_dim": 256, "n_embed": 1024, "dropout": 0.0},
+    "model": {
+        "width": 128,
+        "embed_dim": 256,
+        "n_embed": 1024,
+        "dropout": 0.0,
+        # fast convergence of small models (models.quantize); all off = the paper's quantiser
+        "codebook_dim": 0,  # lookup space projected to this many dims (ViT-VQGAN factorised codes); 0 = embed_dim
+        "l2_codes": False,  # l2-normalised latents and codes in the lookup space (cosine lookup)
+        "ema_decay": 0.0,  # EMA codebook updates with this decay instead of the codebook loss; 0 = loss
+        "kmeans_init": False,  # top stage: codebook <- k-means of the first samples' encoder outputs
+    },
     "top": {
         "batch_size": 4,
         "total_iter": 200000,

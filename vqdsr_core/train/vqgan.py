@@ -8,11 +8,18 @@ decoder (the ``top`` modules) train at ``top_lr_weight`` × LR. Adam (0.5, 0.9),
 ``restart_dead_codes = N`` (off in the paper preset): every N steps, codes no branch picked during those N steps
 are moved onto encoder outputs of the current batch. Short CPU runs otherwise keep a few dozen live codes out of
 1,024, and the k-th nearest code (the VQ degradation) then lands on the untrained ones.
+
+``[model]`` options for fast convergence of small models (all off in the paper preset; ``training/cpu/
+vqgan_fast.toml`` turns them on): ``kmeans_init`` (top stage, fresh run: before step 1 the codebook becomes the
+k-means of the encoder outputs of the first training samples, SoundStream), ``ema_decay`` (EMA codebook updates
+instead of the codebook loss), ``codebook_dim`` and ``l2_codes`` (a low-dimensional, l2-normalised lookup space,
+ViT-VQGAN). The last three are constructor arguments of the model, so weight files record them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -22,11 +29,15 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..models import build_model
+from ..models.quantize import VectorQuantizer, assignment_sums
 from .checkpoint import model_weights, read_checkpoint
 from .loop import EMA, Env
 from .vsr import EpochShuffle
 
 log = logging.getLogger("vqdsr.train")
+
+KMEANS_PER_CODE = 4  # latents per code that the k-means initialisation draws samples for
+KMEANS_MAX_IMAGES = 1024  # at most this many samples (tiny crops would need more)
 
 
 class VQGANImages(Dataset):
@@ -48,29 +59,60 @@ def stack_images(items: list[Tensor]) -> Tensor:
     return torch.stack(items)
 
 
-class DeadCodeRestarts:
-    """Count code use over a window of steps; at its end, move unused codes onto this step's encoder outputs.
+def _trained(params: Iterable[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+    """The parameters the optimiser updates (an EMA codebook is updated by ``CodebookUpkeep`` instead)."""
+    return [p for p in params if p.requires_grad]
 
-    A forward hook on the (shared) quantizer sees every branch's latents and indices in training mode. The new
-    codes are drawn with a generator seeded by (seed, step) on rank 0 and broadcast, so ranks stay identical, and
-    their Adam moments are zeroed.
+
+class CodebookUpkeep:
+    """Per-step codebook work outside the loss: EMA updates (``model.ema_decay``) and dead-code restarts.
+
+    A forward hook on the (shared) quantizer sees every branch's lookup-space latents and indices in training mode.
+    After the optimiser step, the EMA statistics of all branches (summed over ranks under DDP) move the codes once;
+    then, every ``restart_every`` steps (0 = never), codes no branch picked during the window are moved onto this
+    step's latents. Those are drawn with a generator seeded by (seed, step) on rank 0 and broadcast, so ranks stay
+    identical; their Adam moments (loss-trained codebook) or EMA statistics are reset.
     """
 
-    def __init__(self, quantizer: torch.nn.Module, every: int) -> None:
-        self.q, self.every = quantizer, every
-        self.usage = torch.zeros(quantizer.n_embed, dtype=torch.long, device=quantizer.embedding.weight.device)
+    def __init__(self, quantizer: VectorQuantizer, restart_every: int) -> None:
+        self.q, self.every = quantizer, restart_every
+        dev = quantizer.codebook.device
+        self.usage = torch.zeros(quantizer.n_embed, dtype=torch.long, device=dev)
         self.latents: list[Tensor] = []
+        self.ema_stats: tuple[Tensor, Tensor] | None = None
         quantizer.register_forward_hook(self._seen)
 
     def _seen(self, module: torch.nn.Module, inputs: tuple[Tensor, ...], output: tuple[Tensor, ...]) -> None:
-        if module.training and torch.is_grad_enabled():
-            z = inputs[0].detach()
-            self.latents.append(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float())
-            self.usage += torch.bincount(output[2].reshape(-1), minlength=self.usage.numel())
+        if not (module.training and torch.is_grad_enabled()):
+            return
+        z = inputs[0].detach()
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float()  # (B*h*w, D)
+        idx = output[2].reshape(-1)
+        if self.every:
+            self.latents.append(flat)
+            self.usage += torch.bincount(idx, minlength=self.usage.numel())
+        if self.q.ema_decay:
+            counts, sums = assignment_sums(flat, idx, self.q.n_embed)
+            if self.ema_stats is not None:
+                counts, sums = counts + self.ema_stats[0], sums + self.ema_stats[1]
+            self.ema_stats = counts, sums
 
     @torch.no_grad()
-    def after_step(self, step: int, opt: torch.optim.Optimizer, env: Env, seed: int) -> int:
-        """Restart unused codes when ``step + 1`` ends a window; returns how many moved."""
+    def after_step(self, step: int, opt: torch.optim.Optimizer, env: Env, seed: int) -> dict[str, float]:
+        """EMA update, then restarts when ``step + 1`` ends a window; logs (``codes_restarted`` with restarts on)."""
+        logs: dict[str, float] = {}
+        if self.ema_stats is not None:
+            counts, sums = self.ema_stats
+            self.ema_stats = None
+            if env.distributed:
+                torch.distributed.all_reduce(counts)
+                torch.distributed.all_reduce(sums)
+            self.q.ema_update_(counts, sums)
+        if self.every:
+            logs["codes_restarted"] = self._restart(step, opt, env, seed)
+        return logs
+
+    def _restart(self, step: int, opt: torch.optim.Optimizer, env: Env, seed: int) -> int:
         pool, self.latents = self.latents, []
         if (step + 1) % self.every:
             return 0
@@ -80,19 +122,27 @@ class DeadCodeRestarts:
         dead = (usage == 0).nonzero().squeeze(1)
         if dead.numel() == 0 or not pool:
             return 0
-        weight = self.q.embedding.weight
         z = torch.cat(pool).cpu()
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
         pick = torch.randint(z.shape[0], (dead.numel(),), generator=gen)
         jitter = 1e-3 * z.std() * torch.randn(dead.numel(), z.shape[1], generator=gen)  # no two codes identical
-        weight[dead] = (z[pick] + jitter).to(weight.device, weight.dtype)
+        self.q.set_codes_(dead, z[pick] + jitter)
         if env.distributed:
-            torch.distributed.broadcast(weight, src=0)
+            broadcast_codebook(self.q)
+        weight = self.q.codebook
         for moment in ("exp_avg", "exp_avg_sq"):
             if moment in opt.state.get(weight, {}):
                 opt.state[weight][moment][dead] = 0
         log.info("step %d: restarted %d codes unused for %d steps", step + 1, dead.numel(), self.every)
         return int(dead.numel())
+
+
+def broadcast_codebook(q: VectorQuantizer) -> None:
+    """Rank 0's codebook (and EMA statistics) to every rank."""
+    torch.distributed.broadcast(q.codebook.data, src=0)
+    if q.ema_decay:
+        torch.distributed.broadcast(q.ema_count, src=0)
+        torch.distributed.broadcast(q.ema_sum, src=0)
 
 
 class VQGANTask:
@@ -114,6 +164,9 @@ class VQGANTask:
             "n_embed": m.n_embed,
             "multiscale": stage == "multi",
             "dropout": m.dropout,
+            "codebook_dim": m.codebook_dim,
+            "l2_codes": m.l2_codes,
+            "ema_decay": m.ema_decay,
         }
         torch.manual_seed(cfg["run"].seed)
         self.g = build_model("multiscale_vqgan", model_cfg).to(dev)
@@ -128,17 +181,20 @@ class VQGANTask:
         betas = tuple(st.betas)
         if stage == "multi":
             groups = [
-                {"params": list(self.g.shared_parameters()), "lr": self.lr * st.top_lr_weight},
-                {"params": list(self.g.branch_parameters()), "lr": self.lr},
+                {"params": _trained(self.g.shared_parameters()), "lr": self.lr * st.top_lr_weight},
+                {"params": _trained(self.g.branch_parameters()), "lr": self.lr},
             ]
         else:
-            groups = [{"params": list(self.g.parameters()), "lr": self.lr}]
+            groups = [{"params": _trained(self.g.parameters()), "lr": self.lr}]
         self.optimizers = {"g": Adam(groups, betas=betas), "d": Adam(self.d.parameters(), self.lr, betas=betas)}
         self.schedulers: dict[str, Any] = {}
         self.emas = {"g": EMA(self.g, st.ema)} if st.ema > 0 else {}
         self.lpips = LPIPS(dev) if st.perceptual_weight else None
         self.collate = stack_images  # a module-level function: DataLoader workers receive it pickled
-        self.restarts = DeadCodeRestarts(self.g.quantize, st.restart_dead_codes) if st.restart_dead_codes else None
+        # after the EMA copy above: its deepcopy must not carry the hook
+        upkeep = st.restart_dead_codes or m.ema_decay
+        self.upkeep = CodebookUpkeep(self.g.quantize, st.restart_dead_codes) if upkeep else None
+        self.kmeans = m.kmeans_init and stage == "top"  # the multi stage's codebook comes from the top stage
 
     def _init_from_top(self, path: str) -> None:
         if path.endswith(".pt"):
@@ -152,6 +208,32 @@ class VQGANTask:
         self.g.init_from_top(state)
         log.info("multi stage initialised from the top stage %s", path)
 
+    @torch.no_grad()
+    def kmeans_init(self) -> int:
+        """Codebook <- k-means of the lookup-space latents of the first training samples; returns how many latents.
+
+        Enough samples for ``KMEANS_PER_CODE`` latents per code (all branches), drawn as training draws them (the
+        same on every rank); rank 0's result is broadcast.
+        """
+        q, ds, net = self.g.quantize, self.dataset(), self.g
+        want, pool, i = KMEANS_PER_CODE * q.n_embed, [], 0
+        while sum(len(z) for z in pool) < want and i < KMEANS_MAX_IMAGES:
+            x01 = torch.stack([ds[j] for j in range(i, i + self.batch_size)]).to(self.env.device)
+            i += self.batch_size
+            with self.env.autocast():
+                z = net.encode(x01 * 2 - 1)
+            pool += [v.permute(0, 2, 3, 1).reshape(-1, v.shape[1]).float() for v in z.values()]
+        gen = torch.Generator().manual_seed(self.cfg["run"].seed)
+        z = torch.cat(pool)
+        counts = q.init_codes_(z.cpu(), generator=gen)
+        if self.env.distributed:
+            broadcast_codebook(q)
+        log.info(
+            "codebook initialised by k-means of %d latents of %d samples: %d of %d clusters non-empty",
+            len(z), i, int((counts > 0).sum()), q.n_embed,
+        )  # fmt: skip
+        return len(z)
+
     # ---- data
     def dataset(self) -> Dataset:
         from ..data.clips import FrameFolderDataset
@@ -164,9 +246,19 @@ class VQGANTask:
         top = f"; shared trunk/codebook/decoder at x{st.top_lr_weight:g}" if self.stage == "multi" else ""
         scaled = f"base_lr {st.base_lr:g} x {w} processes x batch {b} = {self.lr:g}" if st.scale_lr else f"{self.lr:g}"
         disc = f"adversarial loss from step {st.disc_start}" if st.disc_start >= 0 else "no adversarial loss"
+        q = self.g.quantize
+        codes = ", ".join(
+            name
+            for name, on in (
+                (f"{q.dim}-d lookup", q.factorized), ("l2 codes", q.l2_codes), (f"EMA {q.ema_decay:g}", q.ema_decay),
+                ("k-means init", self.kmeans), (f"restarts every {st.restart_dead_codes}", st.restart_dead_codes),
+            )
+            if on
+        )  # fmt: skip
         return (
             f"VQGAN {self.stage} stage on {self.env.device} x{w}: batch {b}/process -> global batch {w * b}; "
-            f"lr {scaled}{top}; {disc}; {self.total_iter} iterations; precision {self.env.amp_dtype or 'fp32'}"
+            f"lr {scaled}{top}; {disc}; codebook {q.n_embed} x {q.dim}{'; ' + codes if codes else ''}; "
+            f"{self.total_iter} iterations; precision {self.env.amp_dtype or 'fp32'}"
         )
 
     # ---- step
@@ -174,6 +266,8 @@ class VQGANTask:
         from ..losses import hinge_d_loss, hinge_g_loss, vq_adaptive_weight
 
         st, env = self.st, self.env
+        if self.kmeans and step == 0:  # a fresh top-stage run (a resumed one starts later)
+            self.kmeans_init()
         x01 = batch.to(env.device, non_blocking=True)
         x = x01 * 2 - 1
         gan_on = 0 <= st.disc_start <= step
@@ -195,8 +289,8 @@ class VQGANTask:
                 loss = loss + lam * l_g
                 logs.update(l_g=l_g.item(), d_weight=lam.item())
         env.step(loss, self.optimizers["g"])
-        if self.restarts is not None:
-            logs["codes_restarted"] = self.restarts.after_step(step, self.optimizers["g"], env, self.cfg["run"].seed)
+        if self.upkeep is not None:
+            logs.update(self.upkeep.after_step(step, self.optimizers["g"], env, self.cfg["run"].seed))
         for name in self.g.branches:
             logs[f"perplexity_{name}"] = float(info["perplexity"][name])
             logs[f"usage_{name}"] = float(info["usage"][name])
