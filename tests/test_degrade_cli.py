@@ -96,5 +96,39 @@ def test_degrade_command_video_and_frames(tmp_path, cartoon):
     err = [float((read_pngs(d).float() - src).abs().mean()) for d in (out, raw)]
     assert err[0] < err[1]  # the default keep_colour=2 stays closer to the input than the raw reconstruction
     assert main(["degrade", str(video), str(raw), "--keep-colour", "-1", *base]) == 2
-    assert main(["degrade", str(video), str(out), "--k-mid", "0", *base]) == 2
+    with pytest.raises(SystemExit):  # argparse: the k ranges are checked as arguments
+        main(["degrade", str(video), str(out), "--k-mid", "0", *base])
     assert not list(tmp_path.glob(".out*"))  # no temp files left behind
+
+
+@pytest.mark.parametrize("per", ["clip", "frame"])
+def test_degrade_command_matches_the_filter(tmp_path, cartoon, per):
+    """vqdsr degrade = vsvqdsr.degrade file to file: same default k ranges, seed, per and keep_colour."""
+    pytest.importorskip("vapoursynth")
+    vqgan = pytest.importorskip("vqdsr_core.models.vqgan")
+    from test_plugin_support import clip_from_frames, make_h264
+
+    import vsvqdsr
+    from vqdsr_core.weights import save_weights
+
+    torch.manual_seed(0)
+    config = {"width": 32, "embed_dim": 8, "n_embed": 64}
+    weights = save_weights(
+        tmp_path / "vq.safetensors", vqgan.MultiScaleVQGAN(**config), arch="multiscale_vqgan", config=config
+    )
+    frames = cartoon(4, 16, 24, seed=6)
+    write_clip(tmp_path / "clip", frames)
+    seed = ["--seed", "5"] if per == "frame" else []
+    args = ["--weights", str(weights), "--device", "cpu", "--per", per, *seed, "--batch", "3", "--no-progress"]
+    assert main(["degrade", str(tmp_path / "clip"), str(tmp_path / "out"), *args]) == 0
+    got = read_pngs(tmp_path / "out").float()
+    clip = clip_from_frames(frames)
+    want = vsvqdsr.degrade(clip, weights=str(weights), device="cpu", per=per, seed=5 if per == "frame" else 0)
+    ref = torch.from_numpy(np.stack([np.stack([np.asarray(f[p]) for p in range(3)]) for f in want.frames()]))
+    assert (got - (ref * 255).round()).abs().max() <= 1
+    ks = {tuple(f.props[k] for k in ("VQD_KTop", "VQD_KMid", "VQD_KBottom")) for f in want.frames()}
+    assert len(ks) == (1 if per == "clip" else 4)  # defaults draw k_mid in 1..10 and k_bottom in 1..50
+    if per == "clip":  # a video without a colour description needs --matrix, as the filter needs matrix=
+        untagged = make_h264(tmp_path / "u.mp4", frames, tagged=False)
+        assert main(["degrade", str(untagged), str(tmp_path / "u"), *args]) == 2
+        assert main(["degrade", str(untagged), str(tmp_path / "u"), *args, "--matrix", "601"]) == 0

@@ -172,24 +172,6 @@ def test_compile_without_a_compiler_runs_eager(monkeypatch):
     assert up.cell_fn == up.model.cell
 
 
-def _untagged_h264(path, frames):
-    """H.264 with no colour description (colorspace unspecified), as ffmpeg's lavfi sources write by default."""
-    from fractions import Fraction
-
-    import av
-
-    _, h, w, _ = frames.shape
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=Fraction(24))
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        for rgb in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
-
-
 def _decode(path):
     import av
 
@@ -200,10 +182,12 @@ def _decode(path):
 def test_cli_upscale_matrix_size_and_progress(tmp_path, cartoon, capsys):
     """--matrix is needed for untagged YUV (as in the filter) and overrides a tag; --scale/--width size the output;
     a progress bar with the total goes to stderr."""
+    from test_plugin_support import make_h264
+
     from vqdsr_core.cli import main
 
     frames = cartoon(4, 24, 32, seed=3)
-    untagged = _untagged_h264(tmp_path / "u.mp4", frames)
+    untagged = make_h264(tmp_path / "u.mp4", frames, tagged=False)
     weights = save_weights(tmp_path / "w.safetensors", tiny(), arch="vqdsr_vsr", config=_tiny_config())
     w = ["--weights", str(weights)]
     assert main(["upscale", str(untagged), str(tmp_path / "a.mkv"), *w]) == 2

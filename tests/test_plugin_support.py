@@ -95,8 +95,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
-def make_h264(path: Path, frames: np.ndarray, fps: int = 24) -> Path:
-    """Encode (n, h, w, 3) uint8 RGB frames as H.264 yuv420p (PyAV, libx264, every frame an I/P frame)."""
+def make_h264(path: Path, frames: np.ndarray, fps: int = 24, *, tagged: bool = True) -> Path:
+    """Encode (n, h, w, 3) uint8 RGB frames as H.264 yuv420p (PyAV, libx264, every frame an I/P frame): BT.709
+    limited range, or with ``tagged=False`` swscale's default (BT.601) and no colour description, as ffmpeg's
+    lavfi sources write."""
     import av
 
     _, h, w, _ = frames.shape
@@ -104,11 +106,13 @@ def make_h264(path: Path, frames: np.ndarray, fps: int = 24) -> Path:
         stream = container.add_stream("libx264", rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"crf": "12", "bf": "0"}
-        stream.codec_context.color_range = 1  # MPEG (limited)
-        stream.codec_context.colorspace = 1  # BT.709
+        if tagged:
+            stream.codec_context.color_range = 1  # MPEG (limited)
+            stream.codec_context.colorspace = 1  # BT.709
         for rgb in frames:
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
+            if tagged:
+                frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

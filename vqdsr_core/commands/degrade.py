@@ -3,7 +3,8 @@
 - ``make-pairs HR_DIR OUT_DIR --seed S``: example LR/HR pairs (PNG + params.json) drawn like training pairs.
 - ``make-lq CLIPS_DIR OUT_DIR``: clean clips -> "real-like" LQ frames via old-media operators (a surrogate for
   real LQ animation when none is at hand; with real LQ video use ``prepare-ral``).
-- ``degrade IN OUT --weights W``: the VQ degrader over a video or frame folder, file to file.
+- ``degrade IN OUT``: the VQ degrader over a video or frame folder, file to file, with ``vsvqdsr.degrade``'s
+  defaults and k draws (shared through ``vqdsr_core.options``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import json
 import logging
 import os
 from pathlib import Path
+
+from .. import options as opt
+from .infer import matrix_arg
 
 log = logging.getLogger(__name__)
 
@@ -57,27 +61,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     r = subparsers.add_parser(
         "degrade",
-        help="run the VQ degrader over a video or a frame folder",
-        description="Reconstruct every frame of IN through the VQGAN with the k-th nearest codes (k_top, k_mid, "
-        "k_bottom). OUT ending in .mp4/.mkv/.mov is written as H.264 video, anything else as a PNG frame folder.",
+        help="run the VQ degrader over a video or a frame folder (vsvqdsr.degrade, file to file)",
+        description="Reconstruct every frame of IN through the VQGAN with the k-th nearest codes, with the defaults "
+        "and draws of vsvqdsr.degrade: k per branch an int or an inclusive range LO-HI drawn uniformly, once for the "
+        "clip (--per clip) or per frame from (seed, frame number). OUT ending in .mp4/.mkv/.mov is written as "
+        "BT.709 H.264 video, anything else as a PNG frame folder.",
     )
     r.add_argument("input", metavar="IN", help="video file or folder of PNG frames (sorted by name)")
     r.add_argument("output", metavar="OUT", help="output video (.mp4/.mkv/.mov) or frame folder")
     r.add_argument("--weights", metavar="W", help="VQGAN weight file (default: the bundled one)")
-    r.add_argument("--k-top", type=int, default=1)
-    r.add_argument("--k-mid", type=int, default=1)
-    r.add_argument("--k-bottom", type=int, default=1)
+    for name, default in (("top", opt.K_TOP), ("mid", opt.K_MID), ("bottom", opt.K_BOTTOM)):
+        r.add_argument(f"--k-{name}", type=_k_range, default=_k_text(default), metavar="K|LO-HI",
+                       help=f"k of the {name} branch (default {_k_text(default)})")  # fmt: skip
+    r.add_argument("--seed", type=int, default=opt.SEED, help=f"seed of the k draws (default {opt.SEED})")
+    r.add_argument(
+        "--per", choices=opt.PERS, default=opt.PER, help=f"one k draw per clip or per frame (default {opt.PER})"
+    )
     r.add_argument(
         "--keep-colour",
         type=float,
-        default=2.0,
+        default=opt.KEEP_COLOUR,
         metavar="PX",
-        help="sigma of the input's low-pass kept under the reconstruction, as in vsvqdsr.degrade (default 2; 0: raw)",
+        help=f"sigma of the input's low-pass kept under the reconstruction (default {opt.KEEP_COLOUR:g}; 0: raw)",
     )
+    r.add_argument("--matrix", type=matrix_arg, default=None, help="YUV matrix of a video IN, as in vqdsr upscale")
     r.add_argument("--batch", type=int, default=4, help="frames per VQGAN batch (default 4)")
     r.add_argument("--crf", type=float, default=12.0, help="x264 CRF of a video output (default 12)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=run_degrade)
+
+
+def _k_text(k: object) -> str:
+    return f"{k[0]}-{k[1]}" if isinstance(k, tuple | list) else str(k)
+
+
+def _k_range(text: str) -> tuple[int, int]:
+    """``3`` or ``1-10`` -> an inclusive (lo, hi) range."""
+    try:
+        lo, _, hi = text.partition("-")
+        k = (int(lo), int(hi or lo))
+        return opt.check_k("k", k, "k")
+    except ValueError:
+        msg = f"k must be an int >= 1 or a range LO-HI with 1 <= LO <= HI, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
 
 
 # ---- helpers -------------------------------------------------------------------------------------------------
@@ -211,38 +238,22 @@ def run_make_lq(args: argparse.Namespace) -> int:
 # ---- degrade -------------------------------------------------------------------------------------------------
 
 
-def _read_frames(path: Path):
-    """Yield (H, W, 3) uint8 frames of a video (decoded with PyAV) or of a folder of frames sorted by name."""
-    from ..data.clips import list_frames, load_image
+def _open_frames(path: Path, matrix: int | None):
+    """(frame count, frame rate, iterator of (3, H, W) float RGB frames) of a video or of a folder of frames."""
+    from fractions import Fraction
+
+    from ..data.clips import list_frames, load_image, to_tensor
+    from .infer import probe_video, read_video
 
     if path.is_dir():
         files = list_frames(path)
         if not files:
             raise FileNotFoundError(f"no image frames in {str(path)!r}")
-        for f in files:
-            yield load_image(f)
-        return
-    import av
-
+        return len(files), Fraction(24), (to_tensor(load_image(f)) for f in files)
     if not path.is_file():
         raise FileNotFoundError(f"input {str(path)!r} does not exist")
-    try:
-        with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
-                yield frame.to_ndarray(format="rgb24")
-    except av.FFmpegError as e:
-        raise ValueError(f"cannot decode video {str(path)!r}: {e}") from e
-
-
-def _video_rate(path: Path):
-    from fractions import Fraction
-
-    if path.is_dir():
-        return Fraction(24)
-    import av
-
-    with av.open(str(path)) as container:
-        return container.streams.video[0].average_rate or Fraction(24)
+    src = probe_video(path, matrix)
+    return src.frames, src.rate, read_video(path, src)
 
 
 class _VideoWriter:
@@ -268,8 +279,12 @@ class _VideoWriter:
             self.stream.width, self.stream.height = w - w % 2, h - h % 2
             self.stream.pix_fmt = "yuv420p"
             self.stream.options = {"crf": f"{self.crf:g}"}
+            self.stream.codec_context.colorspace = 1  # BT.709, as converted below (vqdsr upscale reads it back)
+            self.stream.codec_context.color_range = 1  # limited
         img = img[: self.stream.height, : self.stream.width]
-        for packet in self.stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        for packet in self.stream.encode(frame.reformat(format="yuv420p", dst_colorspace="ITU709",
+                                                        dst_color_range="MPEG")):  # fmt: skip
             self.container.mux(packet)
 
     def close(self, ok: bool) -> None:
@@ -287,47 +302,58 @@ class _VideoWriter:
 def run_degrade(args: argparse.Namespace) -> int:
     import torch
 
+    from ..cli import Progress
     from ..data.clips import save_png_atomic
     from ..degrade.vq import check_keep_colour, vq_degrade
 
-    for name in ("k_top", "k_mid", "k_bottom", "batch"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    params = {"k_top": args.k_top, "k_mid": args.k_mid, "k_bottom": args.k_bottom}
-    params["keep_colour"] = check_keep_colour(args.keep_colour, "--keep-colour")
+    func = "vqdsr degrade"
+    if args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    keep_colour = check_keep_colour(args.keep_colour, "--keep-colour")
+    opt.check_seed_per(args.seed, args.per, func)
     src, dst = Path(args.input), Path(args.output)
     if src.resolve() == dst.resolve():
         raise ValueError("IN and OUT must differ")
+    total, rate, frames = _open_frames(src, args.matrix)
     model = _load_vqgan(args.weights, args.device)
-    to_video = dst.suffix.lower() in VIDEO_OUT_EXTS
-    writer = _VideoWriter(dst, _video_rate(src), args.crf) if to_video else None
+    multiscale = bool(getattr(model, "multiscale", True))
+    ranges = opt.fit_k_ranges((args.k_top, args.k_mid, args.k_bottom), int(model.n_embed), multiscale, func)
+    fixed = opt.draw_k(ranges, args.seed, None) if args.per == "clip" else None
+    writer = _VideoWriter(dst, rate, args.crf) if dst.suffix.lower() in VIDEO_OUT_EXTS else None
     count, ok = 0, False
 
-    def flush(batch: list) -> None:
+    def flush(batch: list, ks: tuple[int, ...]) -> None:
         nonlocal count
+        params = {"k_top": ks[0], "k_mid": ks[1], "k_bottom": ks[2], "keep_colour": keep_colour}
         with torch.no_grad():
-            y = vq_degrade(_to_tensor(batch), model, params, batch_size=None)
+            y = vq_degrade(torch.stack(batch), model, params, batch_size=None)
         for img in _to_uint8(y):
             if writer is not None:
                 writer.write(img)
             else:
                 save_png_atomic(img, dst / f"{count:08d}.png")
             count += 1
+            bar.update()
 
     try:
-        batch: list = []
-        for frame in _read_frames(src):
-            batch.append(frame)
-            if len(batch) == args.batch:
-                flush(batch)
-                batch = []
-        if batch:
-            flush(batch)
+        with Progress(total, func, enabled=not args.no_progress) as bar:
+            batch: list = []
+            batch_k: tuple[int, ...] | None = None
+            for n, frame in enumerate(frames):
+                ks = fixed if fixed is not None else opt.draw_k(ranges, args.seed, n)
+                if batch and (len(batch) == args.batch or ks != batch_k):  # one k per VQGAN call
+                    flush(batch, batch_k)
+                    batch = []
+                batch.append(frame)
+                batch_k = ks
+            if batch:
+                flush(batch, batch_k)
         ok = count > 0
         if not ok:
             raise ValueError(f"no frames decoded from {str(src)!r}")
     finally:
         if writer is not None:
             writer.close(ok)
-    log.info("degraded %d frames (k = %d/%d/%d) -> %s", count, args.k_top, args.k_mid, args.k_bottom, dst)
+    drawn = "k = {}/{}/{}".format(*fixed) if fixed is not None else f"k per frame from {ranges}, seed {args.seed}"
+    log.info("%s: degraded %d frames (%s) -> %s", func, count, drawn, dst)
     return 0

@@ -45,8 +45,8 @@ CONTAINERS = {
 SWSCALE_MATRICES = (1, 4, 5, 6, 7, 9)  # H.273 codes that FFmpeg's swscale converts (709, fcc, 470bg, 601, 240m, 2020)
 
 
-def _matrix(text: str) -> int:
-    """``--matrix``: a name of ``MATRICES`` or an H.273 code."""
+def matrix_arg(text: str) -> int:
+    """``--matrix`` (``vqdsr upscale`` and ``vqdsr degrade``): a name of ``MATRICES`` or an H.273 code."""
     digits = text.lower() not in MATRICES and text.isascii() and text.isdigit()
     try:
         return parse_matrix(int(text) if digits else text, "--matrix")
@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     p.add_argument(
         "--matrix",
-        type=_matrix,
+        type=matrix_arg,
         default=None,
         help="YUV matrix of IN (H.273 code or 709, 601, 470bg, 240m, fcc, 2020ncl); needed when IN's is unspecified, "
         "overrides it when given",
@@ -87,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 @dataclass
-class _Source:
+class VideoSource:
     """What the probe found: frame rate, size, frame count (None: unknown) and how to convert frames to RGB."""
 
     rate: Fraction
@@ -98,8 +98,9 @@ class _Source:
     full_range: bool
 
 
-def _probe(path: Path, matrix: int | None) -> _Source:
-    """Open IN, decode its first frame and settle the YUV matrix and range (before any model is loaded)."""
+def probe_video(path: Path, matrix: int | None) -> VideoSource:
+    """Open a video, decode its first frame and settle the YUV matrix and range (before any model is loaded);
+    ``vqdsr degrade`` reads its video input the same way."""
     import av
 
     try:
@@ -130,10 +131,10 @@ def _probe(path: Path, matrix: int | None) -> _Source:
             f"matrix {matrix} of {str(path)!r} is not one FFmpeg converts {SWSCALE_MATRICES}; use vsvqdsr.upscale"
         )
     full = int(first.color_range) == 2 or fmt.name.startswith("yuvj")  # JPEG range; YUV defaults to limited
-    return _Source(Fraction(rate), first.width, first.height, total, matrix if yuv else None, full)
+    return VideoSource(Fraction(rate), first.width, first.height, total, matrix if yuv else None, full)
 
 
-def _frames(path: Path, src: _Source, limit: int | None) -> Iterator:
+def read_video(path: Path, src: VideoSource, limit: int | None = None) -> Iterator:
     """(3, h, w) float RGB frames in [0, 1], converted with the probed matrix and range."""
     import av
     import torch
@@ -182,7 +183,7 @@ def _upscale(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
     container_format = _check_output(args.output, args.codec)
-    src = _probe(args.input, args.matrix)
+    src = probe_video(args.input, args.matrix)
     # yuv420p output: even sizes
     size = output_size(src.width, src.height, scale=args.scale, width=args.width, height=args.height, mod=(2, 2),
                        func=func)  # fmt: skip
@@ -210,7 +211,7 @@ def _upscale(args: argparse.Namespace) -> int:
             stream.options = {"crf": str(args.crf)}
             stream.codec_context.colorspace = 1  # BT.709, as encoded below
             stream.codec_context.color_range = 1  # limited
-            frames = _frames(args.input, src, args.max_frames)
+            frames = read_video(args.input, src, args.max_frames)
             cur = next(frames)
             prev, cut = cur, True
             while cur is not None:
