@@ -1,16 +1,15 @@
 """Option values shared by the VapourSynth filters and the ``vqdsr upscale`` / ``vqdsr degrade`` commands.
 
-One definition for both faces, without torch (``import vsvqdsr`` stays light): YUV matrices by H.273 code or name,
-the k-th-nearest-code draws of ``degrade`` (defaults, checks, the per-(seed, frame) draw) and the output size of
-``upscale``. Errors are ``ValueError``s starting with the caller's name.
+One definition for both faces, importing neither torch nor numpy (``import vsvqdsr`` and ``vqdsr --help`` stay
+light): YUV matrices by H.273 code or name, the k-th-nearest-code draws of ``degrade`` (defaults, checks, the
+per-(seed, frame) draw) and the output size of ``upscale``. Errors are ``ValueError``s starting with the caller's
+name.
 """
 
 from __future__ import annotations
 
 import math
 from fractions import Fraction
-
-import numpy as np
 
 # H.273 matrix coefficients accepted by name in ``matrix=`` / ``--matrix`` (the resize plugin's spellings)
 MATRICES = {
@@ -87,6 +86,8 @@ def fit_k_ranges(
 
 def draw_k(ranges: tuple[tuple[int, int], ...], seed: int, frame: int | None) -> tuple[int, ...]:
     """k per branch, uniform in each inclusive range, from a generator seeded by (seed, frame) or (seed,)."""
+    import numpy as np  # here: the commands import this module at registration (``vqdsr --help``)
+
     rng = np.random.default_rng([seed] if frame is None else [seed, 1, frame])
     return tuple(int(rng.integers(lo, hi, endpoint=True)) for lo, hi in ranges)
 
