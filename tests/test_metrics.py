@@ -1,4 +1,4 @@
-"""Metrics: BT.709 Y PSNR / SSIM with border crop, LPIPS (offline VGG16), temporal error."""
+"""Metrics: BT.709 Y PSNR / SSIM with border crop, LPIPS (offline VGG16), temporal error, still flicker."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vqdsr_core.losses import gaussian_blur
-from vqdsr_core.metrics import LPIPS, psnr_y, rgb_to_y, ssim_y, temporal_error
+from vqdsr_core.metrics import LPIPS, psnr_y, rgb_to_y, ssim_y, still_flicker, still_steps, temporal_error
 
 
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -71,3 +71,22 @@ def test_temporal_error(cartoon_tensor):
     assert temporal_error(jump, hr, cuts=[3]) == pytest.approx(0.0, abs=1e-7)
     with pytest.raises(ValueError, match="temporal_error"):
         temporal_error(hr[:1], hr[:1])
+
+
+def test_still_flicker_scores_only_frames_where_the_hr_holds(cartoon_tensor):
+    moving = cartoon_tensor(4, 32, 32, seed=5, motion=3)
+    hr = torch.cat([moving[:2], moving[1:2].repeat(3, 1, 1, 1), moving[2:]])  # frames 1..4 identical
+    hr[3] += 0.2 / 255  # below half an 8-bit step: still counts as unchanged
+    assert still_steps(hr) == [2, 3, 4]
+    assert still_steps(hr, cuts=[3]) == [2, 4]
+    assert still_steps(hr, tol=0.1 / 255) == [2]  # frames 2->3 and 3->4 now count as changes
+    sr = hr.clone()
+    sr[5:] += 0.3  # an error only where the HR moves: tE sees it, the still figure does not
+    assert still_flicker(sr, hr) == pytest.approx(0.0, abs=1e-7)
+    assert temporal_error(sr, hr) > 0.01
+    flick = hr.clone()
+    flick[3] += 0.04  # the shot holds but the output shimmers on frame 3: pairs 2->3 and 3->4 each see 0.04
+    assert still_flicker(flick, hr) == pytest.approx(2 * 0.04 / 3, rel=1e-5)
+    assert still_flicker(flick, hr, cuts=[3]) == pytest.approx(0.04 / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="still_flicker"):
+        still_flicker(moving, moving)

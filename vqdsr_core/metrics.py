@@ -1,4 +1,4 @@
-"""Quality metrics: PSNR / SSIM on BT.709 luma, LPIPS (VGG16, offline weights) and a temporal-consistency error.
+"""Quality metrics: PSNR / SSIM on BT.709 luma, LPIPS (VGG16, offline weights), temporal error and still flicker.
 
 Images are float tensors in [0, 1], one frame (3, H, W) or a batch (N, 3, H, W). PSNR and SSIM work on full-range
 BT.709 Y (0.2126 R + 0.7152 G + 0.0722 B) with a 4-pixel border cropped, in float64, and report the mean over frames.
@@ -113,18 +113,50 @@ class LPIPS(nn.Module):
         return total
 
 
+def _pair_error(sr: Tensor, hr: Tensor, steps: list[int]) -> float:
+    idx = torch.tensor(steps, device=sr.device)
+    d_sr = sr[idx].double() - sr[idx - 1].double()
+    d_hr = hr[idx].double() - hr[idx - 1].double()
+    return (d_sr - d_hr).abs().mean().item()
+
+
+def _steps(sr: Tensor, cuts: Iterable[int]) -> list[int]:
+    cut = set(int(c) for c in cuts)
+    return [t for t in range(1, sr.shape[0]) if t not in cut]
+
+
 def temporal_error(sr: Tensor, hr: Tensor, cuts: Iterable[int] = ()) -> float:
     """Mean |(SR_t - SR_{t-1}) - (HR_t - HR_{t-1})| over t = 1..N-1, skipping t in ``cuts`` (a shot starts at t).
 
     Zero when SR follows HR's frame-to-frame changes exactly (e.g. SR = HR + constant); in [0, 1] pixel units.
     """
     sr, hr = _batch("temporal_error", sr, hr)
-    n = sr.shape[0]
-    cuts = set(int(c) for c in cuts)
-    steps = [t for t in range(1, n) if t not in cuts]
+    steps = _steps(sr, cuts)
     if not steps:
-        raise ValueError(f"temporal_error: no frame pairs left ({n} frames, cuts {sorted(cuts)})")
-    idx = torch.tensor(steps, device=sr.device)
-    d_sr = sr[idx].double() - sr[idx - 1].double()
-    d_hr = hr[idx].double() - hr[idx - 1].double()
-    return (d_sr - d_hr).abs().mean().item()
+        raise ValueError(f"temporal_error: no frame pairs left ({sr.shape[0]} frames, cuts {sorted(set(cuts))})")
+    return _pair_error(sr, hr, steps)
+
+
+STILL_TOL = 0.5 / 255  # HR_t "equals" HR_{t-1} when no pixel differs by half an 8-bit step or more
+
+
+def still_steps(hr: Tensor, cuts: Iterable[int] = (), tol: float = STILL_TOL) -> list[int]:
+    """The t in 1..N-1 (not in ``cuts``) where the HR does not change: max |HR_t - HR_{t-1}| < ``tol``."""
+    hr, _ = _batch("still_steps", hr)
+    steps = _steps(hr, cuts)
+    if not steps:
+        return []
+    idx = torch.tensor(steps, device=hr.device)
+    change = (hr[idx].double() - hr[idx - 1].double()).abs().flatten(1).amax(1)
+    return [t for t, c in zip(steps, change.tolist()) if c < tol]
+
+
+def still_flicker(sr: Tensor, hr: Tensor, cuts: Iterable[int] = (), tol: float = STILL_TOL) -> float:
+    """``temporal_error`` over the still pairs only (``still_steps``): the frame-to-frame change of SR where the HR
+    holds still, i.e. flicker / shimmer on held shots; in [0, 1] pixel units. ValueError when there is no such pair.
+    """
+    sr, hr = _batch("still_flicker", sr, hr)
+    steps = still_steps(hr, cuts, tol)
+    if not steps:
+        raise ValueError(f"still_flicker: no still frame pairs (HR_t == HR_t-1) in {hr.shape[0]} frames")
+    return _pair_error(sr, hr, steps)
