@@ -2,7 +2,8 @@
 
 The paper's step is libx264, yuv420p, CRF ~ U(18, 35), profile baseline / main / high with p 0.1 / 0.2 / 0.7,
 drawn per clip. Beyond it: ``mpeg2video`` (MPEG-2 MP) and ``mpeg4`` (MPEG-4 ASP), both with B-frames, at a
-fixed quantiser, and several re-encoding generations. The clip is encoded to an
+fixed quantiser, and several re-encoding generations. Frames are converted to yuv420p (4:2:0 chroma), BT.601
+matrix unless a generation says ``"matrix": "bt709"``. The clip is encoded to an
 in-memory raw bitstream and decoded back; a frame count mismatch or a codec error is retried once (logged and
 counted in ``STATS``) and then raises ``CodecError``. It never falls back to the uncompressed frames.
 """
@@ -27,6 +28,10 @@ CODECS: dict[str, tuple[str, str]] = {
     "mpeg4": ("mpeg4", "mpeg4"),
 }
 H264_PROFILES = ("baseline", "main", "high")
+# Y'CbCr matrix of the yuv420p planes (limited range) -> swscale colorspace. bt601 (swscale's default) is what the
+# training pipeline has always used; a generation may ask for bt709 ({"matrix": "bt709"}, e.g. HD web video): the
+# stream is then tagged BT.709 (matrix, primaries, transfer) and decoded with that matrix.
+MATRICES = {"bt601": "itu601", "bt709": "itu709"}
 STATS = {"calls": 0, "retries": 0}
 
 
@@ -98,8 +103,11 @@ def encode_frames(
     preset: str = "medium",
     threads: int = 1,
     b_frames: int = 2,
+    matrix: str = "bt601",
 ) -> bytes:
     """Encode (N, H, W, 3) uint8 RGB frames (H, W even) to a raw yuv420p bitstream (Annex-B for H.264).
+
+    ``matrix`` ("bt601" / "bt709", see ``MATRICES``) converts RGB to limited-range Y'CbCr; bt709 also tags the stream.
 
     MPEG-2 / MPEG-4 take a fixed quantiser ``qscale`` (1..31) or a ``bit_rate`` target, and use ``b_frames``
     B-frames (DVD / DivX-style GOPs; with B-frames ``mpeg4`` is MPEG-4 ASP).
@@ -109,9 +117,12 @@ def encode_frames(
 
     if codec not in CODECS:
         raise ValueError(f"encode_frames: codec must be one of {tuple(CODECS)}, got {codec!r}")
+    _check_matrix(matrix, "encode_frames")
     n, h, w, _ = frames.shape
     ctx = av.CodecContext.create(CODECS[codec][0], "w")
     ctx.width, ctx.height, ctx.pix_fmt = w, h, "yuv420p"
+    if matrix == "bt709":  # VUI: what a real HD web file says (1 = BT.709 for matrix, primaries and transfer)
+        ctx.colorspace = ctx.color_primaries = ctx.color_trc = 1
     ctx.time_base, ctx.framerate = Fraction(1, fps), Fraction(fps)
     ctx.thread_count = threads
     if codec == "h264":
@@ -134,7 +145,8 @@ def encode_frames(
         ctx.max_b_frames = int(b_frames)
     data = bytearray()
     for i in range(n):
-        frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24").reformat(format="yuv420p")
+        frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
+        frame = frame.reformat(format="yuv420p", dst_colorspace=MATRICES[matrix])
         frame.pts = i
         for packet in ctx.encode(frame):
             data += bytes(packet)
@@ -143,18 +155,33 @@ def encode_frames(
     return bytes(data)
 
 
-def decode_bitstream(data: bytes, codec: str = "h264", *, threads: int = 1) -> tuple[np.ndarray, str | None]:
-    """Decode a raw bitstream -> ((N, H, W, 3) uint8 RGB frames, the stream's profile name)."""
+def _check_matrix(matrix: str, func: str) -> None:
+    if matrix not in MATRICES:
+        raise ValueError(f"{func}: matrix must be one of {tuple(MATRICES)}, got {matrix!r}")
+
+
+def decode_bitstream(
+    data: bytes, codec: str = "h264", *, threads: int = 1, matrix: str = "bt601"
+) -> tuple[np.ndarray, str | None]:
+    """Decode a raw bitstream -> ((N, H, W, 3) uint8 RGB frames, the stream's profile name).
+
+    ``matrix``: the Y'CbCr matrix the frames were encoded with (``encode_frames``).
+    """
     import av
 
     if codec not in CODECS:
         raise ValueError(f"decode_bitstream: codec must be one of {tuple(CODECS)}, got {codec!r}")
+    _check_matrix(matrix, "decode_bitstream")
     ctx = av.CodecContext.create(CODECS[codec][1], "r")
     ctx.thread_count = threads
     frames = []
+
+    def rgb(f) -> np.ndarray:
+        return f.reformat(format="rgb24", src_colorspace=MATRICES[matrix]).to_ndarray()
+
     for packet in [*ctx.parse(data), *ctx.parse(None)]:
-        frames.extend(f.to_ndarray(format="rgb24") for f in ctx.decode(packet))
-    frames.extend(f.to_ndarray(format="rgb24") for f in ctx.decode(None))
+        frames.extend(rgb(f) for f in ctx.decode(packet))
+    frames.extend(rgb(f) for f in ctx.decode(None))
     if not frames:
         return np.zeros((0, 0, 0, 3), np.uint8), ctx.profile
     return np.stack(frames), ctx.profile
@@ -163,7 +190,8 @@ def decode_bitstream(data: bytes, codec: str = "h264", *, threads: int = 1) -> t
 def roundtrip(
     clip: Tensor, gen: dict, *, fps: int = 25, preset: str = "medium", threads: int = 1
 ) -> tuple[Tensor, int]:
-    """One encode/decode generation of ``gen`` (a dict from ``sample_codec``) -> (decoded clip, bitstream bytes)."""
+    """One encode/decode generation of ``gen`` (a dict from ``sample_codec``, optionally with ``"matrix"``) ->
+    (decoded clip, bitstream bytes)."""
     func = "codec.roundtrip"
     check_clip(clip, func)
     codec = gen.get("codec")
@@ -178,12 +206,14 @@ def roundtrip(
         kw = {"crf": float(gen["crf"]), "profile": gen["profile"]}
     else:
         kw = {"qscale": int(gen["qscale"])}
+    matrix = gen.get("matrix", "bt601")
+    _check_matrix(matrix, func)
     last_err = ""
     for attempt in range(2):
         STATS["calls"] += 1
         try:
-            data = encode_frames(frames, codec, fps=fps, preset=preset, threads=threads, **kw)
-            out, _ = decode_bitstream(data, codec, threads=threads)
+            data = encode_frames(frames, codec, fps=fps, preset=preset, threads=threads, matrix=matrix, **kw)
+            out, _ = decode_bitstream(data, codec, threads=threads, matrix=matrix)
         except Exception as e:  # av.FFmpegError and friends
             last_err = f"{type(e).__name__}: {e}"
         else:
