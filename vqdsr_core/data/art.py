@@ -5,8 +5,12 @@ Held-out rule: an SVG is "heldout" when ``int(sha256(file_name)[:8], 16) % 100 <
 always land in the same split. The rule depends on nothing else (no seed, no list order), so it is the same on
 every machine and for every art folder.
 
-Each SVG is rendered at most once per size bucket (long side 64, 128, ..., 4096 px) with ``rsvg-convert`` (or
-``cairosvg``) and cached as an RGBA PNG; files that fail to render are remembered and skipped.
+Each SVG (or one element of it, by id) is rendered at most once per size bucket (long side 64, 128, ..., 4096 px)
+with ``rsvg-convert`` (or ``cairosvg``, whole files only) and cached as an RGBA PNG; files that fail to render are
+remembered and skipped.
+
+Validation-only art (KDE's ktuberling themes, see ``ktuberling.py``) is refused by ``list_art``, so no training
+pool can draw from it: a folder at or around ``VALIDATION_ONLY_ROOTS`` or holding a ktuberling ``.theme`` file.
 """
 
 from __future__ import annotations
@@ -27,6 +31,24 @@ HELDOUT_PERCENT = 10
 SPLITS = ("train", "heldout")
 BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096)
 RENDER_TIMEOUT_S = 30
+VALIDATION_ONLY_ROOTS = (Path("/usr/share/ktuberling"),)
+
+
+def _validation_only(root: Path) -> str | None:
+    """Why ``root`` must not feed a training pool, or ``None``."""
+    r = root.resolve()
+    for v in VALIDATION_ONLY_ROOTS:
+        if r == v or v in r.parents or r in v.parents:
+            return f"it is or holds {str(v)!r}"
+    return None
+
+
+def _is_theme_file(p: Path) -> bool:
+    """A ktuberling playground description (``*.theme``: ``<playground gameboard=...>``)."""
+    try:
+        return p.suffix.lower() == ".theme" and p.is_file() and b"<playground" in p.read_bytes()[:4096]
+    except OSError:
+        return False
 
 
 def art_split(path: str | Path) -> str:
@@ -38,7 +60,7 @@ def art_split(path: str | Path) -> str:
 def list_art(root: str | Path = DEFAULT_ART_ROOT, split: str | None = None) -> tuple[list[Path], int]:
     """Regular ``.svg`` files under ``root`` (symlinks skipped), sorted, optionally one split only.
 
-    Returns ``(files, n_symlinks_skipped)``.
+    Returns ``(files, n_symlinks_skipped)``. Raises ValueError for validation-only art (module docstring).
     """
     if split is not None and split not in SPLITS:
         raise ValueError(f"list_art: split must be one of {SPLITS}, got {split!r}")
@@ -48,14 +70,20 @@ def list_art(root: str | Path = DEFAULT_ART_ROOT, split: str | None = None) -> t
             f"list_art: art folder {str(root)!r} does not exist (Debian: apt-get install --no-install-recommends "
             "openclipart-svg, or pass another folder of SVG files)"
         )
+    refusal = _validation_only(root)
     files, links = [], 0
-    for p in root.rglob("*"):
+    for p in [] if refusal else root.rglob("*"):
+        if _is_theme_file(p):
+            refusal = f"it holds the ktuberling theme {str(p)!r}"
+            break
         if p.suffix.lower() != ".svg":
             continue
         if p.is_symlink():
             links += 1
         elif p.is_file() and (split is None or art_split(p) == split):
             files.append(p)
+    if refusal:
+        raise ValueError(f"list_art: {str(root)!r} is validation-only art ({refusal}); it never feeds training")
     return sorted(files, key=lambda p: p.relative_to(root).as_posix()), links
 
 
@@ -67,11 +95,12 @@ def bucket_for(size: int) -> int:
     return BUCKETS[-1]
 
 
-def _render_rsvg(svg: Path, box: int) -> bytes:
+def _render_rsvg(svg: Path, box: int, element: str | None = None) -> bytes:
     exe = shutil.which("rsvg-convert")
     assert exe is not None
+    only = ["--export-id", element] if element else []
     res = subprocess.run(
-        [exe, "-w", str(box), "-h", str(box), "-a", "-f", "png", str(svg)],
+        [exe, "-w", str(box), "-h", str(box), "-a", *only, "-f", "png", str(svg)],
         capture_output=True,
         timeout=RENDER_TIMEOUT_S,
         check=False,
@@ -114,25 +143,32 @@ class ArtCache:
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.rendered = self.hits = 0
-        self.failed: set[Path] = set()
+        self.failed: set[Path | tuple[Path, str]] = set()  # files, or (file, element id)
 
-    def _key(self, svg: Path) -> str:
+    def _key(self, svg: Path, element: str | None = None) -> str:
         st = svg.stat()
-        return hashlib.sha1(f"{svg.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.renderer}".encode()).hexdigest()
+        text = f"{svg.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.renderer}" + (f"#{element}" if element else "")
+        return hashlib.sha1(text.encode()).hexdigest()
 
-    def get(self, svg: str | Path, size: int) -> np.ndarray | None:
-        """RGBA uint8 (h, w, 4) of ``svg`` with long side ``bucket_for(size)``; ``None`` if it does not render."""
+    def get(self, svg: str | Path, size: int, element: str | None = None) -> np.ndarray | None:
+        """RGBA uint8 (h, w, 4) of ``svg`` with long side ``bucket_for(size)``; ``None`` if it does not render.
+
+        ``element``: render only the SVG element with this id (``rsvg-convert --export-id``; rsvg only).
+        """
         from PIL import Image
 
         from .clips import save_png_atomic
 
+        if element is not None and self.renderer != "rsvg":
+            raise ValueError(f"ArtCache.get: rendering one element ({element!r}) needs rsvg-convert, not cairosvg")
         svg = Path(svg)
-        if svg in self.failed:
+        failed_key = (svg, element) if element else svg
+        if failed_key in self.failed:
             return None
-        key, box = self._key(svg), bucket_for(size)
+        key, box = self._key(svg, element), bucket_for(size)
         bad, png = self.cache_dir / f"{key}.bad", self.cache_dir / f"{key}_{box}.png"
         if bad.exists():
-            self.failed.add(svg)
+            self.failed.add(failed_key)
             return None
         if png.is_file():
             try:
@@ -142,14 +178,14 @@ class ArtCache:
             except OSError:
                 png.unlink(missing_ok=True)
         try:
-            data = _render_rsvg(svg, box) if self.renderer == "rsvg" else _render_cairosvg(svg, box)
+            data = _render_rsvg(svg, box, element) if self.renderer == "rsvg" else _render_cairosvg(svg, box)
             with Image.open(io.BytesIO(data)) as im:
                 rgba = np.asarray(im.convert("RGBA"))
             if rgba[..., 3].max() == 0 or min(rgba.shape[:2]) < 2:
                 raise RuntimeError("renders empty")
         except Exception as e:  # any renderer failure (timeouts, parser errors, cairo errors) skips the file
-            log.debug("ArtCache: %s does not render: %s", svg, e)
-            self.failed.add(svg)
+            log.debug("ArtCache: %s%s does not render: %s", svg, f"#{element}" if element else "", e)
+            self.failed.add(failed_key)
             bad.touch()
             return None
         save_png_atomic(rgba, png, compress_level=1)

@@ -8,6 +8,7 @@ is the same in any worker, in any order and after a resume; call ``set_epoch`` t
 from __future__ import annotations
 
 import bisect
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -72,6 +73,27 @@ def save_png_atomic(img: np.ndarray, path: PathLike, compress_level: int = 3) ->
         raise
 
 
+def is_validation_only(folder: PathLike) -> bool:
+    """True when ``folder/meta.json`` says ``"validation_only": true`` (``vqdsr render-heldout`` sets)."""
+    meta = Path(folder) / "meta.json"
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text()).get("validation_only") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def refuse_validation_only(folders: Iterable[PathLike], fn: str) -> None:
+    """ValueError naming ``fn`` when any of ``folders`` is a validation-only clip: such sets never feed training."""
+    for folder in folders:
+        if is_validation_only(folder):
+            raise ValueError(
+                f"{fn}: {str(folder)!r} belongs to a validation-only held-out set (its meta.json says "
+                '"validation_only": true); it is for vqdsr eval --clips, never for training'
+            )
+
+
 def _image_size(path: Path) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
@@ -84,7 +106,7 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 class _FolderClip:
     def __init__(self, folder: Path, name: str) -> None:
-        self.name, self.frames = name, list_frames(folder)
+        self.name, self.folder, self.frames = name, folder, list_frames(folder)
         self.size = _image_size(self.frames[0]) if self.frames else (0, 0)
 
     def __len__(self) -> int:
@@ -210,6 +232,7 @@ class ClipDataset(Dataset):
         self.random_reverse, self.flips, self.transpose, self.seed = random_reverse, flips, transpose, seed
         self.epoch = 0
         clips = collect_clips(roots)
+        refuse_validation_only((c.folder for c in clips if isinstance(c, _FolderClip)), "ClipDataset")
         if not clips:
             raise ValueError(f"ClipDataset: no clips (frame folders or video files) under {roots!r}")
         self.clips = []
@@ -323,6 +346,7 @@ class FrameFolderDataset(Dataset):
                 self.keys.append(f"{root.name}/{p.relative_to(root).as_posix()}")
         if not self.files:
             raise ValueError(f"FrameFolderDataset: no image frames (PNG/JPG) under {roots!r}")
+        refuse_validation_only(sorted({p.parent for p in self.files}), "FrameFolderDataset")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
