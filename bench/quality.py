@@ -12,7 +12,8 @@ import sys
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m bench.quality") -> int:
-    from vqdsr_core.evaluation import add_arguments, run_from_args
+    from vqdsr_core.evaluation.options import add_arguments
+    from vqdsr_core.evaluation.run import run_from_args
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     add_arguments(parser)

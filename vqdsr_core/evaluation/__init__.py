@@ -1,23 +1,33 @@
 """Quality evaluation (``vqdsr eval``, ``python -m bench.quality``): vsvqdsr vs bicubic and realesr-animevideov3.
 
 ``tracks`` defines the two fixed LR tracks (web, old media), ``methods`` the upscalers (vsvqdsr through its
-VapourSynth filter), ``run`` the loop, metrics and CLI, ``report`` the QUALITY.md / crops writer.
+VapourSynth filter), ``run`` the loop and metrics, ``options`` the command-line options, ``report`` the QUALITY.md /
+crops writer. Submodules load lazily (``options`` and ``tracks`` import no torch, so ``vqdsr --help`` stays fast).
 """
 
 from __future__ import annotations
 
-from .run import add_arguments, aggregate, clip_metrics, evaluate, load_clips, lpips_boxes, run_from_args
-from .tracks import TRACKS, make_lr, track_params
+import importlib
+from typing import Any
 
-__all__ = [
-    "TRACKS",
-    "add_arguments",
-    "aggregate",
-    "clip_metrics",
-    "evaluate",
-    "load_clips",
-    "lpips_boxes",
-    "make_lr",
-    "run_from_args",
-    "track_params",
-]
+_EXPORTS = {
+    "TRACKS": "tracks",
+    "add_arguments": "options",
+    "aggregate": "run",
+    "clip_metrics": "run",
+    "evaluate": "run",
+    "load_clips": "run",
+    "lpips_boxes": "run",
+    "make_lr": "tracks",
+    "parse_clip_sets": "options",
+    "run_from_args": "run",
+    "track_params": "tracks",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

