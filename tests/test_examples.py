@@ -1,12 +1,16 @@
-"""examples/: the scripts' --arg handling (vsvqdsr.scriptargs: paths from the caller's folder, matrix names,
-one-line errors)."""
+"""examples/: the README's encoding recipes as written, from the repo root and from another folder; encode.sh; the
+scripts' --arg handling (vsvqdsr.scriptargs: paths from the caller's folder, matrix names, one-line errors)."""
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import cartoon_frames
 from test_plugin_support import ROOT, VENV_BIN, make_h264, parse_y4m, tiny_vsr_weights, vs, vspipe_env
@@ -24,6 +28,155 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("examples_in")
     video = make_h264(tmp / "in.mkv", cartoon_frames(FRAMES, 48, 64, seed=5, motion=2))
     return video, tiny_vsr_weights(tmp / "model.safetensors")
+
+
+def user_folder(tmp: Path, inputs: tuple[Path, Path]) -> Path:
+    """A folder holding in.mkv and model.safetensors, as a user's would."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    for f in inputs:
+        (tmp / f.name).symlink_to(f)
+    return tmp
+
+
+def shell(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``script`` in bash (which sets $PWD as an interactive shell does), the venv active, no terminal."""
+    assert shutil.which("x265"), "x265 is not installed (tools/bootstrap.sh installs Debian's x265)"
+    env = vspipe_env()
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(VENV_BIN.parent)
+    cmd = ["bash", "-euo", "pipefail", "-c", script]
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, stdin=subprocess.DEVNULL, timeout=600)
+    assert res.returncode == 0, f"{script}\n{res.stderr.decode(errors='replace')[-3000:]}"
+    return res
+
+
+def probe(path: Path) -> dict:
+    """Codec, profile, pixel format, size, frame count, frame pts and the frames (rgb24) of a video file."""
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        frames = list(c.decode(video=0))
+        return {
+            "codec": s.codec_context.name,
+            "profile": s.codec_context.profile,
+            "pix_fmt": frames[0].format.name,
+            "size": (frames[0].width, frames[0].height),
+            "n": len(frames),
+            "pts": [f.pts for f in frames],
+            "rgb": [f.to_ndarray(format="rgb24") for f in frames],
+        }
+
+
+def psnr8(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the README's recipes
+
+
+def readme_recipes() -> str:
+    """The README's "Encoding recipes" sh block, continuations joined, the venv activation left to ``shell``."""
+    section = (ROOT / "README.md").read_text().split("\n## Encoding recipes\n", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("\n```", 1)[0].replace("\\\n", " ")
+    lines = [line for line in block.splitlines() if line.strip() and not line.startswith(("#", ". "))]
+    text = "\n".join(lines)
+    for span in ("-s 0 -e 2399 ", "-s 2400 -e 4799 "):
+        assert span in text, f"the README's chunk recipe no longer uses {span!r}; update this test"
+    return text.replace("-s 0 -e 2399 ", "-s 0 -e 5 ").replace("-s 2400 -e 4799 ", "-s 6 -e 11 ")
+
+
+def replace_names(text: str, names: dict[str, str]) -> str:
+    """Replace whole file names (not parts of other paths) in a shell text."""
+    pattern = "|".join(re.escape(n) for n in names)
+    return re.sub(rf"(?<![\w/.-])({pattern})(?![\w.-])", lambda m: names[m.group(1)], text)
+
+
+OUTPUTS = ("out.hevc", "out.mkv", "chunked.hevc", "chunked.mkv", "part0.hevc", "part1.hevc", "part0.mkv")
+OUTPUTS += ("part1.mkv", "parts.txt")
+
+
+def check_recipe_outputs(folder: Path) -> None:
+    x265 = probe(folder / "out.hevc")  # --arg format=YUV420P10 | x265 --output-depth 10
+    assert (x265["codec"], x265["profile"], x265["pix_fmt"]) == ("hevc", "Main 10", "yuv420p10le")
+    assert (x265["size"], x265["n"]) == ((256, 192), FRAMES)
+    assert 20 < float(x265["rgb"][6].mean()) < 250  # a picture
+    ff = probe(folder / "out.mkv")
+    assert (ff["codec"], ff["size"], ff["n"]) == ("h264", (256, 192), FRAMES)
+    hevc, mkv = probe(folder / "chunked.hevc"), probe(folder / "chunked.mkv")
+    assert (hevc["codec"], hevc["size"], hevc["n"]) == ("hevc", (256, 192), FRAMES)
+    assert (mkv["codec"], mkv["size"], mkv["n"]) == ("h264", (256, 192), FRAMES)
+    assert mkv["pts"] == sorted(set(mkv["pts"]))  # joined with timestamps, in order
+    # the two joins hold the same frames in the same order (both are the bundled model on the same chunks)
+    assert min(psnr8(a, b) for a, b in zip(hevc["rgb"], mkv["rgb"])) > 30
+
+
+@pytest.mark.slow
+def test_readme_recipes_run_as_written_from_the_repo_root(inputs, tmp_path):
+    """cwd = the repo root; in.mkv and model.safetensors typed as paths relative to it (vspipe runs the script from
+    examples/, so a relative src used to be looked up there)."""
+    names = {f.name: os.path.relpath(f, ROOT) for f in inputs}
+    names |= {n: str(tmp_path / n) for n in OUTPUTS}  # outputs are the encoders' business, not the script's
+    shell(replace_names(readme_recipes(), names), ROOT)
+    check_recipe_outputs(tmp_path)
+
+
+@pytest.mark.slow
+def test_readme_recipes_run_as_written_from_another_folder(inputs, tmp_path):
+    """cwd = a user's folder with in.mkv and model.safetensors; examples/ typed as a relative path to it."""
+    here = user_folder(tmp_path / "user", inputs)
+    rel = os.path.relpath(EXAMPLES, here)
+    shell(re.sub(r"(?<![\w/.-])examples/", lambda _: rel + "/", readme_recipes()), here)
+    check_recipe_outputs(here)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# encode.sh
+
+
+def test_encode_sh_x265_keeps_10_bit_and_takes_paths_from_the_caller(inputs, tmp_path):
+    here = user_folder(tmp_path / "user", inputs)
+    script = os.path.relpath(EXAMPLES / "encode.sh", here)
+    shell(f"{script} x265 in.mkv out.hevc --arg weights=model.safetensors --arg format=YUV420P10", here)
+    got = probe(here / "out.hevc")
+    assert (got["profile"], got["pix_fmt"], got["size"], got["n"]) == ("Main 10", "yuv420p10le", (256, 192), FRAMES)
+
+
+def test_encode_sh_ffmpeg_from_another_folder(inputs, tmp_path):
+    here = user_folder(tmp_path / "user", inputs)
+    shell(f"{EXAMPLES / 'encode.sh'} ffmpeg in.mkv out.mkv --arg weights=model.safetensors", here)
+    got = probe(here / "out.mkv")
+    assert (got["codec"], got["pix_fmt"], got["size"], got["n"]) == ("h264", "yuv420p", (256, 192), FRAMES)
+
+
+@pytest.fixture(scope="module")
+def linear(inputs, tmp_path_factory) -> dict:
+    """One linear render of in.mkv with model.safetensors (vspipe | ffmpeg), to compare joined chunks with."""
+    video, weights = inputs
+    out = tmp_path_factory.mktemp("linear") / "linear.mkv"
+    script = f"vspipe -c y4m {EXAMPLES / 'upscale.vpy'} - --arg src={video} --arg weights={weights}"
+    shell(script + f" | ffmpeg -v error -i - -c:v libx264 -crf 16 {out}", out.parent)
+    return probe(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("out", "chunk", "fmt", "want"), [("c.mkv", 5, "YUV420P8", "yuv420p"), ("c.hevc", 6, "YUV420P10", "Main 10")]
+)
+def test_encode_sh_chunks_join(inputs, linear, tmp_path, out, chunk, fmt, want):
+    """12 frames in pieces of 5 (0-4, 5-9 and a short 10-11) joined into .mkv, or of 6 joined into .hevc."""
+    here = user_folder(tmp_path / "user", inputs)
+    script = os.path.relpath(EXAMPLES / "encode.sh", here)
+    shell(f"{script} chunks in.mkv {out} {chunk} --arg weights=model.safetensors --arg format={fmt}", here)
+    got = probe(here / out)
+    assert (got["size"], got["n"]) == ((256, 192), FRAMES)
+    assert want in (got["pix_fmt"], got["profile"])
+    if out.endswith(".mkv"):  # raw HEVC has no timestamps
+        assert got["pts"] == sorted(set(got["pts"]))
+    # the joined frames are the linear render's (the pieces warm up on the frames before them)
+    assert min(psnr8(a, b) for a, b in zip(got["rgb"], linear["rgb"])) > 30
 
 
 # ---------------------------------------------------------------------------------------------------------------------
