@@ -280,8 +280,12 @@ class KtRenderer:
             z1 = float(np.clip(z0 * (1 + rate), 1.0, MAX_ZOOM))
         return kind, (c0[0], c0[1], z0), (c1[0], c1[1], z1)
 
+    def _in_view(self, cam: tuple, fx: float, fy: float) -> tuple[float, float]:
+        """World point at (fx, fy) of the half-view (-1..1 across) seen by camera ``cam`` (x, y, zoom)."""
+        return cam[0] + fx * self.view[0] / cam[2] / 2, cam[1] + fy * self.view[1] / cam[2] / 2
+
     def _stamps(self, rng: np.random.Generator, theme: Theme, cam0: tuple, cam1: tuple) -> list[Stamp]:
-        (vw, vh) = self.view
+        vh = self.view[1]
         n = int(rng.integers(2, self.cfg.max_pieces + 1))
         names = list(rng.choice(len(theme.pieces), size=min(n, len(theme.pieces)), replace=False))
         stamps = []
@@ -293,18 +297,14 @@ class KtRenderer:
                 log.debug("KtRenderer: %s#%s does not render; skipped", theme.board.name, element)
                 continue
             sprite = _fit(rgba, side, mirror=bool(rng.random() < 0.3))
-
-            def place(cam: tuple, fx: float, fy: float) -> tuple[float, float]:
-                return cam[0] + fx * vw / cam[2] / 2, cam[1] + fy * vh / cam[2] / 2
-
             f0 = (rng.uniform(-0.8, 0.8), rng.uniform(-0.6, 0.8))
-            p0 = place(cam0, *f0)
+            p0 = self._in_view(cam0, *f0)
             if rng.random() < 0.25:  # a stamp already placed: it stays put
                 stamps.append(Stamp(element, sprite, p0, p0, p0, 0.0, 1.0, False))
                 continue
             direction = rng.choice([-1, 1]) if abs(f0[0]) < 0.3 else -np.sign(f0[0])
             f1 = (float(np.clip(f0[0] + direction * rng.uniform(0.4, 1.6), -0.9, 0.9)), rng.uniform(-0.6, 0.8))
-            p1 = place(cam1, *f1)
+            p1 = self._in_view(cam1, *f1)
             dx, dy, bend = p1[0] - p0[0], p1[1] - p0[1], rng.uniform(-0.5, 0.5)
             ctrl = ((p0[0] + p1[0]) / 2 - dy * bend, (p0[1] + p1[1]) / 2 + dx * bend)  # off the line: a curve
             hop = rng.uniform(0.02, 0.06) * vh if rng.random() < 0.4 else 0.0
