@@ -234,3 +234,25 @@ def test_cli_upscale_errors_are_clear_and_early(tmp_path, cartoon, capsys):
     assert "scale must be a number in (0, 4]" in error(str(src), str(tmp_path / "o.mkv"), "--scale", "8")
     assert "is a folder" in error(str(tmp_path), str(tmp_path / "o.mkv"))
     assert not list(tmp_path.glob("o.*")) and not list(tmp_path.glob(".o*"))
+
+
+def test_compiled_cell_compiles_once_whatever_the_aliasing(cartoon_tensor, monkeypatch):
+    """The filter passes frame t as its own neighbour at the ends and at cuts (prev is cur, nxt is cur), and
+    prepares its inputs outside ``step``: dynamo would compile one graph per aliasing pattern and per kind of
+    tensor (inference or not) -- three on a plain clip, each tens of seconds under vspipe."""
+    import torch._dynamo.testing
+
+    import vqdsr_core.inference as inference
+
+    counter = torch._dynamo.testing.CompileCounter()  # counts dynamo's graphs, runs them eagerly (no C++ build)
+    monkeypatch.setattr(inference.torch, "compile", lambda fn, **kw: torch._dynamo.optimize(counter)(fn))
+    monkeypatch.setattr(inference.shutil, "which", lambda name: "/usr/bin/" + name)
+    torch._dynamo.reset()
+    clip = cartoon_tensor(3, 16, 20, seed=5)
+    up = SequentialUpscaler(tiny(seed=3).eval(), device=torch.device("cpu"), dtype=torch.float32, compile=True)
+    eager = SequentialUpscaler(tiny(seed=3).eval(), device=torch.device("cpu"), dtype=torch.float32)
+    bufs = [up.prepare(x) for x in clip]  # as the filter does: outside step()
+    for prev, cur, nxt in ((0, 0, 1), (0, 1, 2), (1, 2, 2)):  # the filter's calls on a 3-frame clip
+        got = up.step(bufs[prev], bufs[cur], bufs[nxt], prepared=True)
+        torch.testing.assert_close(got, eager.step(clip[prev], clip[cur], clip[nxt]), atol=1e-5, rtol=1e-4)
+    assert counter.frame_count == 1

@@ -54,7 +54,9 @@ def compiled_cell(model: nn.Module) -> CellFn:
     """``torch.compile`` (inductor, freezing) of ``model.cell`` for CPU; the eager cell without a C++ compiler.
 
     Compilation happens on the first call (tens of seconds on 2 cores); any failure there logs a warning and
-    falls back to the eager cell for good.
+    falls back to the eager cell for good. Dynamo guards on which inputs are the same tensor object, and the
+    recurrence passes frame t itself as its neighbour at the clip's ends and at cuts (``prev is cur``): such
+    inputs are cloned, so one graph serves every frame instead of one compile per aliasing pattern.
     """
     if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
         log.warning("SequentialUpscaler: compile=True but no C++ compiler (g++) found; running eager")
@@ -62,6 +64,7 @@ def compiled_cell(model: nn.Module) -> CellFn:
     fn = [torch.compile(model.cell, dynamic=False, options={"freezing": True})]
 
     def cell(*args: Tensor | None) -> tuple[Tensor, Tensor]:
+        args = tuple(a.clone() if a is not None and any(a is b for b in args[:i]) else a for i, a in enumerate(args))
         try:
             return fn[0](*args)
         except Exception as e:  # inductor / compiler trouble: keep rendering
@@ -171,6 +174,7 @@ class SequentialUpscaler:
             raise RuntimeError("SequentialUpscaler: no frame seen yet")
         return _round_up(self.size[0], MODULUS), _round_up(self.size[1], MODULUS)
 
+    @torch.inference_mode()
     def new_buffer(self) -> Tensor:
         """An uninitialised (1, 3, H, W) input buffer of the padded size, for ``prepare(..., out=buf)``."""
         h, w = self.padded_size
@@ -178,11 +182,13 @@ class SequentialUpscaler:
             memory_format=self.memory_format
         )
 
+    @torch.inference_mode()
     def prepare(self, frame: Tensor | np.ndarray | Sequence[np.ndarray], out: Tensor | None = None) -> Tensor:
         """Move one LR frame to the device/dtype, clamp to [0, 1] and replicate-pad to a multiple of 4.
 
         ``out`` (from ``new_buffer()``) is filled in place, so a caller can recycle a few buffers and avoid
-        per-frame allocations. Returns a (1, 3, H, W) tensor.
+        per-frame allocations. Returns a (1, 3, H, W) inference tensor, like everything ``step`` makes (a compiled
+        cell would compile again for inputs that differ in that).
         """
         if isinstance(frame, Tensor):
             planes = [frame.reshape(-1, *frame.shape[-2:])]
