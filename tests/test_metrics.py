@@ -47,6 +47,24 @@ def test_ssim_y(cartoon_tensor):
         ssim_y(hr[..., :16, :16], hr[..., :16, :16])
 
 
+def test_ssim_y_equals_the_2d_gaussian_window(cartoon_tensor):
+    """The separable filter gives Wang et al.'s 11x11 window: checked against one direct 2-D convolution."""
+    import torch.nn.functional as F
+
+    hr = cartoon_tensor(2, 40, 56, seed=6)
+    sr = blur(hr, 0.8)
+    ys, yh = rgb_to_y(sr.double())[..., 4:-4, 4:-4], rgb_to_y(hr.double())[..., 4:-4, 4:-4]
+    x = torch.arange(11, dtype=torch.float64) - 5
+    g = torch.exp(-(x**2) / 4.5)
+    win = (g[:, None] * g[None, :] / g.sum() ** 2).view(1, 1, 11, 11)
+    mx, my = F.conv2d(ys, win), F.conv2d(yh, win)
+    sxx, syy = F.conv2d(ys * ys, win) - mx**2, F.conv2d(yh * yh, win) - my**2
+    sxy = F.conv2d(ys * yh, win) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    ref = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    assert ssim_y(sr, hr) == pytest.approx(ref.flatten(1).mean(1).mean().item(), abs=1e-12)
+
+
 def test_lpips_ordering(cartoon_tensor):
     metric = LPIPS()
     hr = cartoon_tensor(2, 64, 64, seed=3)
@@ -57,6 +75,9 @@ def test_lpips_ordering(cartoon_tensor):
     assert metric(hr[0], blur(hr[:1], 1.0)[0]).item() == pytest.approx(
         d1[0].item(), rel=1e-4
     )  # symmetric, single frame
+    with torch.no_grad():  # reference features computed once give the same distances
+        reused = metric.compare(metric.features(blur(hr, 3.0)), metric.features(hr))
+    assert torch.allclose(reused, d3, rtol=1e-5, atol=1e-7)
 
 
 def test_temporal_error(cartoon_tensor):

@@ -65,17 +65,25 @@ def ssim_y(sr: Tensor, hr: Tensor, crop: int = 4) -> float:
         raise ValueError(f"ssim_y: frames must be at least 11x11 after the {crop}-px crop, got {tuple(ys.shape[-2:])}")
     x = torch.arange(11, dtype=torch.float64, device=ys.device) - 5
     g = torch.exp(-(x**2) / (2 * 1.5**2))
-    g = g / g.sum()
-    win = (g[:, None] * g[None, :]).view(1, 1, 11, 11)
+    g = (g / g.sum()).tolist()
     c1, c2 = 0.01**2, 0.03**2  # (K * L)^2 with L = 1
 
-    def filt(t: Tensor) -> Tensor:
-        return F.conv2d(t, win)
+    def filt(t: Tensor) -> Tensor:  # the 11x11 Gaussian is separable: 11 shifted adds per axis, in place
+        w = t.shape[-1] - 10
+        rows = t[..., :w] * g[0]
+        for k in range(1, 11):
+            rows.add_(t[..., k : k + w], alpha=g[k])
+        h = t.shape[-2] - 10
+        out = rows[..., :h, :] * g[0]
+        for k in range(1, 11):
+            out.add_(rows[..., k : k + h, :], alpha=g[k])
+        return out
 
-    mu_x, mu_y = filt(ys), filt(yh)
-    sxx = filt(ys * ys) - mu_x**2
-    syy = filt(yh * yh) - mu_y**2
-    sxy = filt(ys * yh) - mu_x * mu_y
+    maps = [filt(torch.cat([a, b, a * a, b * b, a * b], 1)) for a, b in zip(ys.split(1), yh.split(1))]
+    mu_x, mu_y, exx, eyy, exy = torch.cat(maps).unbind(1)  # frame by frame: the five maps stay in cache
+    sxx = exx - mu_x**2
+    syy = eyy - mu_y**2
+    sxy = exy - mu_x * mu_y
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
     return ssim_map.flatten(1).mean(1).mean().item()
 
@@ -100,17 +108,28 @@ class LPIPS(nn.Module):
         self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
         self.to(device).eval().requires_grad_(False)
 
+    def features(self, x: Tensor) -> list[Tensor]:
+        """Unit-normalised VGG16 feature maps of [0, 1] images (N, 3, H, W), one per layer of ``LAYERS``.
+
+        ``compare`` turns two such lists into distances; computing a reference's features once saves a pass when
+        several images are scored against it.
+        """
+        x, _ = _batch("LPIPS.features", x)
+        feats = self.net(((x * 2 - 1) - self.shift) / self.scale)
+        return [f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10) for f in (feats[n] for n in self.LAYERS)]
+
+    def compare(self, fx: list[Tensor], fy: list[Tensor]) -> Tensor:
+        """Per-image LPIPS distances (N,) between two ``features`` lists of the same shapes."""
+        total = fx[0].new_zeros(fx[0].shape[0])
+        for i, (a, b) in enumerate(zip(fx, fy, strict=True)):
+            total = total + F.conv2d((a - b) ** 2, getattr(self, f"lin{i}")).mean((1, 2, 3))
+        return total
+
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         x, y = _batch("LPIPS", x, y)
-        feats = self.net(((torch.cat([x, y]) * 2 - 1) - self.shift) / self.scale)
         n = x.shape[0]
-        total = x.new_zeros(n)
-        for i, name in enumerate(self.LAYERS):
-            f = feats[name]
-            f = f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)  # unit-normalise channels
-            d = (f[:n] - f[n:]) ** 2  # (N, C, h, w)
-            total = total + F.conv2d(d, getattr(self, f"lin{i}")).mean((1, 2, 3))
-        return total
+        feats = self.features(torch.cat([x, y]))
+        return self.compare([f[:n] for f in feats], [f[n:] for f in feats])
 
 
 def _pair_error(sr: Tensor, hr: Tensor, steps: list[int]) -> float:

@@ -91,18 +91,31 @@ def lpips_boxes(h: int, w: int, size: int, count: int, seed: int) -> list[tuple[
     return [(int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1)), bh, bw) for _ in range(count)]
 
 
+def lpips_inputs(x: Tensor, boxes: list, lpips_every: int = 1) -> Tensor:
+    """The LPIPS inputs of a clip: each box of every ``lpips_every``-th frame, stacked (M, 3, bh, bw)."""
+    return torch.stack(
+        [x[t, :, y : y + bh, x0 : x0 + bw] for t in range(0, x.shape[0], lpips_every) for y, x0, bh, bw in boxes]
+    )
+
+
 @torch.inference_mode()
-def clip_metrics(sr: Tensor, hr: Tensor, cuts: list[int], lpips, boxes: list, lpips_every: int = 1) -> dict:
+def clip_metrics(
+    sr: Tensor, hr: Tensor, cuts: list[int], lpips, boxes: list, lpips_every: int = 1, hr_feats: list | None = None
+) -> dict:
     """PSNR-Y, SSIM-Y (means over frames), LPIPS (mean over the boxes of every ``lpips_every``-th frame), tE and
-    still flicker (``vqdsr_core.metrics``, 0-1 scale; NaN when the clip has no such frame pair)."""
+    still flicker (``vqdsr_core.metrics``, 0-1 scale; NaN when the clip has no such frame pair).
+
+    ``hr_feats``: ``lpips.features`` of the HR crops (``lpips_inputs``), when several outputs are scored on one clip.
+    """
     from ..metrics import psnr_y, ssim_y, still_flicker, still_steps, temporal_error
 
     n = sr.shape[0]
     pairs = sum(1 for t in range(1, n) if t not in set(cuts))
     still = len(still_steps(hr, cuts))
-    crops_sr = [sr[t, :, y : y + bh, x : x + bw] for t in range(0, n, lpips_every) for y, x, bh, bw in boxes]
-    crops_hr = [hr[t, :, y : y + bh, x : x + bw] for t in range(0, n, lpips_every) for y, x, bh, bw in boxes]
-    lp = torch.cat([lpips(a[None], b[None]) for a, b in zip(crops_sr, crops_hr)])
+    crops_sr = lpips_inputs(sr, boxes, lpips_every)
+    if hr_feats is None:
+        hr_feats = lpips.features(lpips_inputs(hr, boxes, lpips_every))
+    lp = lpips.compare(lpips.features(crops_sr), hr_feats)
     return {
         "frames": n,
         "psnr": psnr_y(sr, hr),
@@ -257,12 +270,16 @@ def evaluate(
                 boxes = lpips_boxes(hr.shape[-2], hr.shape[-1], lpips_crop, lpips_crops, seed=ci)
                 mid = hr.shape[0] // 2
                 want_crop = ci < crops
+                hr_feats = None  # whole-frame LPIPS: features of every method's frames would not fit in memory
+                if lpips_crop > 0:
+                    with torch.inference_mode():
+                        hr_feats = lpips.features(lpips_inputs(hr, boxes, lpips_every))
                 shown: dict[str, Tensor] = {}
                 for m in methods:
                     sr, spf = m.run_timed(lr, hr)
                     if sr.shape != hr.shape:
                         raise RuntimeError(f"{func}: {m.name} returned {tuple(sr.shape)} for HR {tuple(hr.shape)}")
-                    row = clip_metrics(sr, hr, clip.cuts, lpips, boxes, lpips_every)
+                    row = clip_metrics(sr, hr, clip.cuts, lpips, boxes, lpips_every, hr_feats)
                     row.update(track=track, set=set_name, clip=clip.name, method=m.name, spf=spf)
                     per_clip.append(row)
                     log.info(
