@@ -201,11 +201,29 @@ def filter_overhead(weights: Path, frames: np.ndarray, repeats: int = 2) -> tupl
     return min(loop), min(filt)
 
 
-if __name__ == "__main__":  # measurements quoted in the README: python tests/test_plugin_support.py PATH
+def video_frames(path: Path, n: int) -> np.ndarray:
+    """The first ``n`` frames of a video as (n, h, w, 3) uint8, converted as ``vqdsr upscale`` converts them."""
+    from vqdsr_core.commands.infer import probe_video, read_video
+
+    frames = list(read_video(path, probe_video(path, None), n))
+    return np.stack([(f.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for f in frames])
+
+
+if __name__ == "__main__":  # measurements quoted in the README: python tests/test_plugin_support.py PATH [VIDEO]
+    import hashlib
     import logging
 
     logging.basicConfig(level=logging.INFO)
     trained = Path(sys.argv[1])
+    if len(sys.argv) > 2:  # a real model on real frames (the README's figures for the shipped default model)
+        starts, max_dist = (8, 16), 16
+        frames = video_frames(Path(sys.argv[2]), max(starts) + max_dist + 1)
+        digest = hashlib.sha256(trained.read_bytes()).hexdigest()
+        curve = seek_decay(trained, frames, starts=starts, max_dist=max_dist)
+        size = f"{frames.shape[2]}x{frames.shape[1]}"
+        print(f"{trained.name} sha256 {digest[:12]}, {sys.argv[2]} {size}, cold starts at frames {starts}, fp32 CPU")
+        print("PSNR by warm-up length:", {d: round(p, 1) for d, p in enumerate(curve)})
+        sys.exit(0)
     if not trained.is_file():
         train_little(trained)
     clip = cartoon_frames(40, 16, 16, seed=21, motion=2)
