@@ -158,8 +158,8 @@ def upscale(
     matrix: YUV matrix (H.273 code or name) when the clip's ``_Matrix`` is unknown; overrides the prop.
     tile: (width, height) LR tile for large frames, with tile_pad pixels of context (24 makes tiling exact).
     trt: compile the cell with torch-tensorrt (NVIDIA only; engines cached in the user cache folder).
-    compile: CPU only: torch.compile the cell (inductor, freezing; about 5% faster, tens of seconds to start;
-        eager when no C++ compiler is found).
+    compile: CPU only: torch.compile the cell (inductor, freezing; one graph for the clip, 12-80 s to compile or
+        ~10 s from inductor's cache, faster frames after that: for long encodes; eager without a C++ compiler).
     scale, width, height: output size: ``scale`` x (at most 4) or a width and/or height (one alone keeps the aspect
         ratio); the net runs at x4, then ``resize.Lanczos`` (3 taps) down to that size.
     """
