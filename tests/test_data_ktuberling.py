@@ -77,6 +77,8 @@ def test_clips_hold_cut_and_move_like_animation(cache):
     moving = [t for t in range(1, 24) if t not in still and t != cut]
     assert sum(d[t - 1] > 0 for t in moving) >= len(moving) // 2  # outside the holds things move
     assert "ktuberling" in meta["art_credit"] and all(s["licence"] in meta["art_credit"] for s in meta["shots"])
+    src = KtRenderer(KtConfig(**SMALL), cache).source()
+    assert meta["art_source"] == src and "GPL-2+; 'The Moon': CC-BY;" in src  # nine GPL-2+ themes, one CC-BY
 
 
 def test_same_seed_same_frames_other_seed_other_frames(cache):
@@ -96,7 +98,7 @@ def test_set_is_readable_by_eval_and_resumable(rendered, cache):
     for c in clips:
         meta = json.loads((out / c.name / "meta.json").read_text())
         assert c.hr.shape == (24, 3, 72, 128) and c.cuts == meta["cuts"] == [12]
-        assert c.credit == meta["art_credit"]
+        assert c.credit == meta["art_credit"] and c.source == meta["art_source"]
     first_themes = {json.loads((out / c.name / "meta.json").read_text())["shots"][0]["theme"] for c in clips}
     assert len(first_themes) == 4  # consecutive clips open on different themes
     again = render_heldout(out, 4, KtConfig(**SMALL, cut_prob=1.0), seed=3, cache_dir=cache.cache_dir, progress=False)

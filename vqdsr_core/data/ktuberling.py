@@ -20,7 +20,8 @@ the themes (a permutation drawn from ``seed``: ten clips open on ten different t
 ``art.list_art`` refuses the ktuberling folder itself, so ``render-clips`` cannot draw training art from it.
 
 Licence: the art is GPL-2+ (the moon theme CC-BY), per ``/usr/share/doc/ktuberling-data/copyright``; each clip's
-``meta.json`` names its themes and licences in ``art_credit``. Renders are made at evaluation time, never committed.
+``meta.json`` names its themes and licences in ``art_credit`` and the whole set's in ``art_source``. Renders are made
+at evaluation time, never committed.
 """
 
 from __future__ import annotations
@@ -373,11 +374,20 @@ class KtRenderer:
         frames = np.stack([self.draw(s, t) for s in shots for t in range(s.length)])
         return frames, self.clip_meta(seed, index, shots)
 
+    def source(self) -> str:
+        """The set's art and licences in one line: the most common licence, then the themes under another one."""
+        by_licence: dict[str, list[str]] = {}
+        for t in self.themes:
+            by_licence.setdefault(t.licence, []).append(f"'{t.title}'")
+        ranked = sorted(by_licence.items(), key=lambda kv: -len(kv[1]))
+        text = ranked[0][0] + "".join(f"; {', '.join(titles)}: {lic}" for lic, titles in ranked[1:])
+        return f"KDE ktuberling themes from Debian's ktuberling-data, {text}; rendered for evaluation only"
+
     def clip_meta(self, seed: int, index: int, shots: list[Shot]) -> dict:
         """JSON-able description: set name, validation-only mark, cuts, still stretches, credit, the shots."""
         themes = {s.theme.name: s.theme for s in shots}
         credit = ", ".join(f"'{t.title}' ({t.licence})" for t in themes.values())
-        credit = f"KDE ktuberling themes {credit}, from Debian's ktuberling-data; rendered for evaluation only"
+        credit = f"KDE ktuberling {'themes' if len(themes) > 1 else 'theme'} {credit}, Debian ktuberling-data"
         return {
             "format_version": FORMAT_VERSION,
             "set": SET_NAME,
@@ -388,6 +398,7 @@ class KtRenderer:
             "cuts": [s.start for s in shots[1:]],
             "still": [[s.start + s.hold[0], s.start + s.hold[0] + s.hold[1] - 1] for s in shots if s.hold],
             "art_credit": credit,
+            "art_source": self.source(),
             "shots": [
                 {
                     "start": s.start,

@@ -239,7 +239,7 @@ def markdown(result: dict) -> str:
             f"  - `{name}`: {_n(len(s['clips']), 'clip')} from `{s['root']}`, at most {result['frames']} frames "
             f"each ({s['frames']} frames per track, {_n(cuts, 'hard cut')})"
         )
-        set_lines.append(line + (f"; art: {'; '.join(s['credits'])}" if s["credits"] else ""))
+        set_lines.append(line + (f"; art: {' / '.join(s['sources'])}" if s.get("sources") else ""))
     lines = [
         "# vsvqdsr quality",
         "",

@@ -43,11 +43,13 @@ class HeldoutClip:
     name: str
     hr: Tensor  # (N, 3, H, W) float in [0, 1]
     cuts: list[int]  # first frame of each new scene
-    credit: str | None = None  # meta.json "art_credit": the art's source and licence, shown with crops
+    credit: str | None = None  # meta.json "art_credit": this clip's art and licence, shown with its crops
+    source: str | None = None  # meta.json "art_source" (else "art_credit"): the set's art and licences
 
 
 def load_clips(root: str | Path, limit: int | None = None, frames: int | None = None) -> list[HeldoutClip]:
-    """Frame folders under ``root`` (sorted), each with the ``cuts`` and ``art_credit`` of its meta.json."""
+    """Frame folders under ``root`` (sorted), each with the ``cuts``, ``art_credit`` and ``art_source`` of its
+    meta.json."""
     from ..data.clips import list_frame_folders, list_frames, load_image
 
     root = Path(root)
@@ -64,7 +66,9 @@ def load_clips(root: str | Path, limit: int | None = None, frames: int | None = 
         cuts = [int(c) for c in meta.get("cuts", [])]
         rel = folder.relative_to(root).as_posix()
         name = rel if rel != "." else root.name
-        clips.append(HeldoutClip(name, hr, [c for c in cuts if 0 < c < len(paths)], meta.get("art_credit")))
+        credit = meta.get("art_credit")
+        cuts = [c for c in cuts if 0 < c < len(paths)]
+        clips.append(HeldoutClip(name, hr, cuts, credit, meta.get("art_source", credit)))
     return clips
 
 
@@ -239,7 +243,7 @@ def evaluate(
             name: {
                 "root": str(sets[name]),
                 "clips": [{"name": c.name, "frames": c.hr.shape[0], "cuts": c.cuts} for c in cs],
-                "credits": sorted({c.credit for c in cs if c.credit}),
+                "sources": sorted({c.source for c in cs if c.source}),
                 "frames": sum(c.hr.shape[0] for c in cs),
             }
             for name, cs in clips.items()
