@@ -17,15 +17,15 @@ from vqdsr_core.models.vsr import RecurrentVSRNet
 from vqdsr_core.weights import load_model, save_weights
 
 
-def tiny(feedback: bool = False, seed: int = 0) -> RecurrentVSRNet:
+def tiny(feedback: bool = False, seed: int = 0, prime_steps: int = 0) -> RecurrentVSRNet:
     torch.manual_seed(seed)
-    return RecurrentVSRNet(num_feat=8, num_block=(2, 1, 1), feedback=feedback)
+    return RecurrentVSRNet(num_feat=8, num_block=(2, 1, 1), feedback=feedback, prime_steps=prime_steps)
 
 
-@pytest.mark.parametrize("feedback", [False, True])
-def test_steps_match_sequence_forward_with_padding(cartoon_tensor, feedback):
+@pytest.mark.parametrize(("feedback", "prime"), [(False, 0), (True, 0), (False, 2), (True, 3)])
+def test_steps_match_sequence_forward_with_padding(cartoon_tensor, feedback, prime):
     clip = cartoon_tensor(5, 22, 30)  # not multiples of 4: padded then cropped
-    model = tiny(feedback)
+    model = tiny(feedback, prime_steps=prime)
     with torch.no_grad():
         ref = model(clip[None])[0].clamp(0, 1)
     up = SequentialUpscaler(model)
@@ -44,6 +44,21 @@ def test_state_is_used_and_reset_restores_a_fresh_start(cartoon_tensor):
     assert not torch.equal(again, first[2])
     up.reset()
     assert torch.equal(up.step(clip[0], clip[0], clip[1])[0], first[0])
+
+
+def test_priming_starts_from_a_state_that_has_seen_the_frame(cartoon_tensor):
+    clip = list(cartoon_tensor(4, 16, 16))
+    plain, primed = tiny(), tiny(prime_steps=2)
+    first = upscale_frames(SequentialUpscaler(primed), clip)
+    # the primed first frame is the plain model's third output on the first window repeated
+    up = SequentialUpscaler(plain)
+    for _ in range(2):
+        up.step(clip[0], clip[0], clip[1])
+    torch.testing.assert_close(up.step(clip[0], clip[0], clip[1]), first[0][None], atol=1e-6, rtol=0)
+    assert not torch.equal(upscale_frames(SequentialUpscaler(plain), clip)[0], first[0])
+    # and a primed start is the same after a reset, at a cut and through the weight file
+    up = SequentialUpscaler(primed)
+    assert torch.equal(upscale_frames(up, clip[:1] + clip, cuts=[1])[1], first[0])
 
 
 def test_cuts_reset_and_replace_the_neighbour(cartoon_tensor):
@@ -256,3 +271,22 @@ def test_compiled_cell_compiles_once_whatever_the_aliasing(cartoon_tensor, monke
         got = up.step(bufs[prev], bufs[cur], bufs[nxt], prepared=True)
         torch.testing.assert_close(got, eager.step(clip[prev], clip[cur], clip[nxt]), atol=1e-5, rtol=1e-4)
     assert counter.frame_count == 1
+
+
+def test_priming_is_kept_by_weight_files_and_calms_a_cold_start(tmp_path, cartoon_tensor):
+    from vqdsr_core.weights import resolve_weights
+
+    model, info = load_model(resolve_weights(None, "vsr"), arch="vqdsr_vsr")  # the bundled default
+    cfg = {**info.config, "prime_steps": 3}
+    save_weights(tmp_path / "primed.safetensors", model, arch="vqdsr_vsr", config=cfg)
+    primed = load_model(tmp_path / "primed.safetensors", arch="vqdsr_vsr")[0]
+    assert primed.prime_steps == 3 and model.prime_steps == info.config.get("prime_steps", 0)
+    still = [cartoon_tensor(1, 24, 32)[0]] * 4  # a still shot: every change of the output is flicker
+
+    def first_change(m) -> float:
+        out = upscale_frames(SequentialUpscaler(m), still)
+        return float((out[1] - out[0]).abs().mean())
+
+    plain = RecurrentVSRNet(**{k: v for k, v in info.config.items() if k != "prime_steps"})
+    plain.load_state_dict(model.state_dict())
+    assert first_change(primed) < 0.25 * first_change(plain)

@@ -133,6 +133,7 @@ class SequentialUpscaler:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(device=self.device, dtype=dtype, memory_format=self.memory_format).eval()
         self.feedback = bool(model.feedback)
+        self.prime_steps = int(getattr(model, "prime_steps", 0))
         self.tile = None if tile is None else (_round_up(int(tile[0]), MODULUS), _round_up(int(tile[1]), MODULUS))
         self.tile_pad = _round_up(int(tile_pad), MODULUS)
         self.cell_fn: CellFn = self.model.cell  # replaced by a compiled cell (TensorRT) when asked
@@ -246,6 +247,15 @@ class SequentialUpscaler:
             prev, cur, nxt = (self.prepare(x) for x in (prev, cur, nxt))
         if self.state is None:
             self._init_state(cur)
+            for _ in range(self.prime_steps):  # RecurrentVSRNet.prime_steps: the state sees the first window first
+                self._advance(prev, cur, nxt)
+        sr = self._advance(prev, cur, nxt)
+        self.frames_since_reset += 1
+        h, w = self.size
+        return sr[..., : h * SCALE, : w * SCALE].clamp(0.0, 1.0)
+
+    def _advance(self, prev: Tensor, cur: Tensor, nxt: Tensor) -> Tensor:
+        """One cell run (whole frame or tiled) that moves the state on; returns the unclamped SR frame."""
         if self.tile is None:
             sr, state = self.cell_fn(prev, cur, nxt, self.state, self.prev_sr)
         else:
@@ -253,9 +263,7 @@ class SequentialUpscaler:
         self.state = state
         if self.feedback:
             self.prev_sr = sr  # the net feeds back its unclamped output
-        self.frames_since_reset += 1
-        h, w = self.size
-        return sr[..., : h * SCALE, : w * SCALE].clamp(0.0, 1.0)
+        return sr
 
     def _tiled_cell(self, prev: Tensor, cur: Tensor, nxt: Tensor) -> tuple[Tensor, Tensor]:
         H, W = cur.shape[-2:]

@@ -89,12 +89,26 @@ class RecurrentVSRNet(nn.Module):
 
     Cell input: LR[t-1], LR[t], LR[t+1] (9 ch) + state (64 ch) [+ pixel-unshuffled SR[t-1] (48 ch)].
     Cell output: SR[t] = PixelShuffle(4)(trunk[:48]) + bilinear x4 of LR[t]; state = LReLU(trunk[48:112]).
+
+    ``prime_steps`` (not in the references; 0 = their zero start): after a reset the cell first runs that many
+    times on the first window, outputs discarded, so the first frame is made from a state that has seen it
+    instead of from zeros. A zero state makes the first frames of every clip and scene differ from the steady
+    state (still-shot flicker that decays over about three frames); priming costs ``prime_steps`` cells per reset.
     """
 
-    def __init__(self, num_feat: int = 64, num_block: tuple[int, int, int] = (5, 3, 2), feedback: bool = False):
+    def __init__(
+        self,
+        num_feat: int = 64,
+        num_block: tuple[int, int, int] = (5, 3, 2),
+        feedback: bool = False,
+        prime_steps: int = 0,
+    ):
         super().__init__()
+        if not 0 <= int(prime_steps) <= 8:
+            raise ValueError(f"RecurrentVSRNet: prime_steps must be in 0..8, got {prime_steps}")
         self.num_feat = num_feat
         self.feedback = feedback
+        self.prime_steps = int(prime_steps)
         in_ch = 9 + num_feat + (3 * SCALE * SCALE if feedback else 0)
         self.trunk = RightAlignedMultiScaleTrunk(in_ch, 3 * SCALE * SCALE + num_feat, num_feat, tuple(num_block))
 
@@ -128,6 +142,10 @@ class RecurrentVSRNet(nn.Module):
         clip, _ = pad_to_modulus(clip.flatten(0, 1), MODULUS)
         clip = clip.unflatten(0, (b, n))
         state, prev_sr = self.init_state(clip[:, 0])
+        first = (clip[:, 0], clip[:, 0], clip[:, min(1, n - 1)])  # the first step's window
+        for _ in range(self.prime_steps):
+            sr, state = self.cell(*first, state, prev_sr)
+            prev_sr = sr if self.feedback else None
         outs = []
         for t in range(n):
             sr, state = self.cell(clip[:, max(t - 1, 0)], clip[:, t], clip[:, min(t + 1, n - 1)], state, prev_sr)
