@@ -37,7 +37,7 @@ import numpy as np
 
 from .art import ArtCache, bucket_for
 from .clips import save_png_atomic
-from .render import _ease, _fit, _paste
+from .render import _camera_frame, _ease, _fit, _paste
 
 log = logging.getLogger(__name__)
 
@@ -353,20 +353,15 @@ class KtRenderer:
 
     def draw(self, shot: Shot, t: int) -> np.ndarray:
         """Shot-local frame ``t`` as (H, W, 3) uint8; frames with the same animation time are identical."""
-        from PIL import Image
 
         tau, span = shot.tau(t), shot.span
         world = shot.world.copy()
         for s in sorted(shot.stamps, key=lambda s: s.p0[1]):  # lower on screen = nearer = drawn later
             x, y = s.at(tau, span)
             _paste(world, s.sprite, x, y)
-        u = _ease(tau / span)
-        cx, cy, z = (a + (b - a) * u for a, b in zip(shot.cam0, shot.cam1))
-        hw, hh = self.view[0] / z / 2, self.view[1] / z / 2
-        frame = world.convert("RGB").resize(
-            (self.cfg.width, self.cfg.height), Image.Resampling.LANCZOS, box=(cx - hw, cy - hh, cx + hw, cy + hh)
+        return _camera_frame(
+            world, shot.cam0, shot.cam1, _ease(tau / span), self.view, (self.cfg.width, self.cfg.height)
         )
-        return np.asarray(frame)
 
     def render(self, seed: int, index: int = 0) -> tuple[np.ndarray, dict]:
         """All frames of a clip, (F, H, W, 3) uint8, and its metadata (see ``clip_meta``)."""

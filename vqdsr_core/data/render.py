@@ -162,6 +162,17 @@ def _paste(dst, src, cx: float, cy: float) -> None:
         dst.alpha_composite(src, dest=(x0 + sx, y0 + sy), source=(sx, sy, ex, ey))
 
 
+def _camera_frame(world, cam0: tuple, cam1: tuple, u: float, view: tuple, size: tuple[int, int]) -> np.ndarray:
+    """The camera at ``u`` in [0, 1] between (cx, cy, zoom) ``cam0`` and ``cam1``: the world box it sees (``view``
+    world px at zoom 1), Lanczos-resampled to ``size`` (W, H), as (H, W, 3) uint8."""
+    from PIL import Image
+
+    cx, cy, z = (a + (b - a) * u for a, b in zip(cam0, cam1))
+    hw, hh = view[0] / z / 2, view[1] / z / 2
+    frame = world.convert("RGB").resize(size, Image.Resampling.LANCZOS, box=(cx - hw, cy - hh, cx + hw, cy + hh))
+    return np.asarray(frame)
+
+
 class ClipRenderer:
     """Plans and draws clips for one ``RenderConfig``; SVG renders are cached by an ``ArtCache``."""
 
@@ -235,7 +246,6 @@ class ClipRenderer:
 
     def draw(self, scene: Scene, t: int) -> np.ndarray:
         """Frame ``t`` (scene-local) as (H, W, 3) uint8."""
-        from PIL import Image
 
         span = max(1, scene.length - 1)
         ta = t - t % 2 if scene.on_twos else t
@@ -247,13 +257,9 @@ class ClipRenderer:
             x = a.p0[0] + (a.p1[0] - a.p0[0]) * u
             y = a.p0[1] + (a.p1[1] - a.p0[1]) * u - a.bob * abs(np.sin(np.pi * ta / a.bob_period))
             _paste(world, sprite, x, y - sprite.height / 2)
-        u = _ease(t / span)
-        cx, cy, z = (c0 + (c1 - c0) * u for c0, c1 in zip(scene.cam0, scene.cam1))
-        hw, hh = self.view[0] / z / 2, self.view[1] / z / 2
-        frame = world.convert("RGB").resize(
-            (self.cfg.width, self.cfg.height), Image.Resampling.LANCZOS, box=(cx - hw, cy - hh, cx + hw, cy + hh)
+        return _camera_frame(
+            world, scene.cam0, scene.cam1, _ease(t / span), self.view, (self.cfg.width, self.cfg.height)
         )
-        return np.asarray(frame)
 
     def render(self, seed: int, index: int = 0) -> tuple[np.ndarray, dict]:
         """All frames of a clip, (F, H, W, 3) uint8, and its metadata (see ``clip_meta``)."""
