@@ -31,7 +31,9 @@ find_python() {
 
 # --- Debian packages -------------------------------------------------------------------------------
 apt_pkgs=(ffmpeg x265 libffms2-5 librsvg2-bin libomp5-14 libvulkan1 libcairo2)
-case ",$extras," in *,train,*|*,demo,*) apt_pkgs+=(openclipart-svg) ;; esac
+case ",$extras," in *,train,*|*,demo,*|*,dev,*) apt_pkgs+=(openclipart-svg) ;; esac  # training art (and its tests)
+# validation-only art of the held-out set (vqdsr render-heldout) and its tests; never training data
+case ",$extras," in *,dev,*) apt_pkgs+=(ktuberling-data) ;; esac
 missing=()
 for p in "${apt_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

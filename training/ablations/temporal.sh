@@ -2,11 +2,12 @@
 # Issue 13's recipe ablation: fine-tune the bundled default VSR model with one recipe change per row, same start,
 # steps, data and seed (training/README.md, "Temporal ablation"). Resumable: rerun the same command after a stop.
 #   training/ablations/temporal.sh ROW [ROW ...]      rows: l1 td still_td pp percep_td old_td gan gan_td
-# Environment: STEPS (600), THREADS (torch threads per run, 2), OUT (runs/abl), DATA (data/hr_clips), VAL (data/hr_val)
+# Environment: STEPS (600), THREADS (torch threads per run, 2), OUT (runs/abl), DATA (data/hr_clips), VAL (data/hr_val),
+#   INIT (the start: the bundled default; session 5's rows started from commit 551e866's file)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 steps=${STEPS:-600}; threads=${THREADS:-2}; out=${OUT:-runs/abl}; data=${DATA:-data/hr_clips}; val=${VAL:-data/hr_val}
-init=vqdsr_core/weights_bundled/vqdsr_vsr_default.safetensors
+init=${INIT:-vqdsr_core/weights_bundled/vqdsr_vsr_default.safetensors}
 common=(--set "data.train=[\"$data\"]" --set "data.val=\"$val\"" --set run.threads="$threads" --set run.val_every=300
         --set run.ckpt_every=100 --set run.sample_every=0 --set run.progress=false)
 for row in "$@"; do
