@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 13's recipe ablation: fine-tune the bundled default VSR model with one recipe change per row, same start,
 # steps, data and seed (training/README.md, "Temporal ablation"). Resumable: rerun the same command after a stop.
-#   training/ablations/temporal.sh ROW [ROW ...]      rows: l1 td still_td pp percep_td old_td gan gan_td
+#   training/ablations/temporal.sh ROW [ROW ...]      rows: l1 td still_td pp percep_td old_td old_percep_td gan gan_td
 # Environment: STEPS (600), THREADS (torch threads per run, 2), OUT (runs/abl), DATA (data/hr_clips), VAL (data/hr_val),
 #   INIT (the start: the bundled default; session 5's rows started from commit 551e866's file)
 set -euo pipefail
@@ -10,6 +10,11 @@ steps=${STEPS:-600}; threads=${THREADS:-2}; out=${OUT:-runs/abl}; data=${DATA:-d
 init=${INIT:-vqdsr_core/weights_bundled/vqdsr_vsr_default.safetensors}
 common=(--set "data.train=[\"$data\"]" --set "data.val=\"$val\"" --set run.threads="$threads" --set run.val_every=300
         --set run.ckpt_every=100 --set run.sample_every=0 --set run.progress=false)
+# old-media degradations in training too: MPEG-2 / MPEG-4 ASP besides H.264, up to two generations, composite
+# NTSC/PAL, ringing, chroma bleed, aliasing (the eval's old track has its own fixed settings)
+old_media=(--set 'degrade.codecs=["h264","mpeg2","mpeg4"]' --set 'degrade.codec_probs=[0.5,0.3,0.2]'
+           --set 'degrade.codec_qscale=[3,16]' --set 'degrade.codec_generations=[1,2]'
+           --set 'degrade.analog_probs={composite=0.3,ringing=0.2,chroma_bleed=0.2,aliasing=0.1}')
 for row in "$@"; do
     case $row in
         l1)        stage=net; set_=() ;;
@@ -17,15 +22,11 @@ for row in "$@"; do
         still_td)  stage=net; set_=(--set net.temporal_weight=1.0 --set data.still_prob=0.3) ;;
         pp)        stage=net; set_=(--set net.temporal_weight=1.0 --set net.pingpong_weight=0.5) ;;
         percep_td) stage=net; set_=(--set net.temporal_weight=1.0 --set net.perceptual_weight=1.0) ;;
-        # old-media degradations in training too: MPEG-2 / MPEG-4 ASP besides H.264, up to two generations,
-        # composite NTSC/PAL, ringing, chroma bleed, aliasing (the eval's old track has its own fixed settings)
-        old_td)    stage=net; set_=(--set net.temporal_weight=1.0 --set 'degrade.codecs=["h264","mpeg2","mpeg4"]'
-                                    --set 'degrade.codec_probs=[0.5,0.3,0.2]' --set 'degrade.codec_qscale=[3,16]'
-                                    --set 'degrade.codec_generations=[1,2]'
-                                    --set 'degrade.analog_probs={composite=0.3,ringing=0.2,chroma_bleed=0.2,aliasing=0.1}') ;;
+        old_td)    stage=net; set_=(--set net.temporal_weight=1.0 "${old_media[@]}") ;;
+        old_percep_td) stage=net; set_=(--set net.temporal_weight=1.0 "${old_media[@]}" --set net.perceptual_weight=1.0) ;;
         gan)       stage=gan; set_=(--set 'gan.vqgan=""') ;;
         gan_td)    stage=gan; set_=(--set 'gan.vqgan=""' --set gan.temporal_weight=1.0) ;;
-        *) echo "temporal.sh: unknown row '$row' (l1 td still_td pp percep_td old_td gan gan_td)" >&2; exit 2 ;;
+        *) echo "temporal.sh: unknown row '$row' (l1 td still_td pp percep_td old_td old_percep_td gan gan_td)" >&2; exit 2 ;;
     esac
     # the same fine-tuning schedule in every row: from the default's weights, lr 1e-4 cosine to 0, EMA 0.99
     # (0.999 would still hold 55% of the start after 600 steps)
