@@ -71,7 +71,7 @@ def degrade(
             buf = buffers.pop() if buffers else torch.empty(1, 3, clip.height, clip.width, dtype=torch.float32)
         try:
             for c in range(3):
-                buf[0, c].copy_(torch.from_numpy(planes[c]))
+                buf[0, c].numpy()[:] = planes[c]  # read-only VapourSynth planes: copy through numpy (no torch warning)
             with torch.inference_mode():
                 x = buf.to(dev, dtype).clamp_(0, 1)
                 y = degrade_keep_colour(model, x, ks, keep_colour)
