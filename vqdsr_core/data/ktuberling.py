@@ -37,7 +37,7 @@ import numpy as np
 
 from .art import ArtCache, bucket_for
 from .clips import save_png_atomic
-from .render import _camera_frame, _ease, _fit, _paste
+from .render import _camera_frame, _ease, _fit, _paste, render_folder
 
 log = logging.getLogger(__name__)
 
@@ -442,33 +442,20 @@ def render_heldout(
 
     Returns a summary: clips rendered / skipped, seconds, themes, element renders and cache hits.
     """
-    import time
-
-    from tqdm import tqdm
-
     if clips < 1:
         raise ValueError(f"render_heldout: clips must be >= 1, got {clips}")
     cfg = cfg or KtConfig()
-    out = Path(out)
     r = KtRenderer(cfg, ArtCache(cache_dir, "rsvg"))
-    want = json.loads(json.dumps(asdict(cfg)))
-    done = skipped = 0
-    t0 = time.perf_counter()
-    for i in tqdm(range(clips), desc="render ktuberling", unit="clip", disable=not progress):
-        clip_dir = out / f"clip_{i:04d}"
-        meta_path = clip_dir / "meta.json"
-        if meta_path.is_file():
-            old = json.loads(meta_path.read_text())
-            if old.get("config") != want or old.get("seed") != seed or old.get("set") != SET_NAME:
-                raise ValueError(
-                    f"render_heldout: {str(clip_dir)!r} was rendered with other settings "
-                    f"(seed {old.get('seed')}, {old.get('config')}); use another --out folder"
-                )
-            skipped += 1
-            continue
-        write_clip(r, seed, i, clip_dir)
-        done += 1
-    seconds = time.perf_counter() - t0
+    want = {"config": json.loads(json.dumps(asdict(cfg))), "seed": seed, "set": SET_NAME}
+    done, skipped, seconds = render_folder(
+        out,
+        clips,
+        lambda i, d: write_clip(r, seed, i, d),
+        want,
+        func="render_heldout",
+        desc="render ktuberling",
+        progress=progress,
+    )
     summary = {
         "clips_rendered": done,
         "clips_skipped": skipped,

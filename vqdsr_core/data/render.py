@@ -16,6 +16,7 @@ from __future__ import annotations
 import colorsys
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -304,6 +305,45 @@ def write_clip(renderer: ClipRenderer, seed: int, index: int, clip_dir: Path) ->
     return meta
 
 
+def render_folder(
+    out: str | Path,
+    clips: int,
+    write: Callable[[int, Path], object],
+    want: dict,
+    *,
+    func: str,
+    desc: str,
+    progress: bool,
+) -> tuple[int, int, float]:
+    """Write clips ``0..clips-1`` to ``out/clip_NNNN`` with ``write(index, clip_dir)``, resumably.
+
+    A clip whose meta.json exists is kept when every key of ``want`` matches it, else a ValueError naming ``func``
+    says it was rendered with other settings. Returns (rendered, kept, seconds).
+    """
+    import time
+
+    from tqdm import tqdm
+
+    out = Path(out)
+    done = skipped = 0
+    t0 = time.perf_counter()
+    for i in tqdm(range(clips), desc=desc, unit="clip", disable=not progress):
+        clip_dir = out / f"clip_{i:04d}"
+        meta_path = clip_dir / "meta.json"
+        if meta_path.is_file():
+            old = json.loads(meta_path.read_text())
+            if any(old.get(k) != v for k, v in want.items()):
+                raise ValueError(
+                    f"{func}: {str(clip_dir)!r} was rendered with other settings "
+                    f"(seed {old.get('seed')}, {old.get('config')}); use another --out folder"
+                )
+            skipped += 1
+            continue
+        write(i, clip_dir)
+        done += 1
+    return done, skipped, time.perf_counter() - t0
+
+
 def render_clips(
     out: str | Path,
     clips: int,
@@ -318,31 +358,19 @@ def render_clips(
 
     Returns a summary: clips rendered / skipped, frames written, SVG renders and cache hits, skipped SVGs.
     """
-    import time
-
-    from tqdm import tqdm
-
     if clips < 1:
         raise ValueError(f"render_clips: clips must be >= 1, got {clips}")
-    out = Path(out)
     r = ClipRenderer(cfg, ArtCache(cache_dir, renderer))
-    done = skipped = 0
-    t0 = time.perf_counter()
-    for i in tqdm(range(clips), desc=f"render {cfg.split}", unit="clip", disable=not progress):
-        clip_dir = out / f"clip_{i:04d}"
-        meta_path = clip_dir / "meta.json"
-        if meta_path.is_file():
-            old = json.loads(meta_path.read_text())
-            if old.get("config") != asdict(cfg) or old.get("seed") != seed:
-                raise ValueError(
-                    f"render_clips: {str(clip_dir)!r} was rendered with other settings "
-                    f"(seed {old.get('seed')}, {old.get('config')}); use another --out folder"
-                )
-            skipped += 1
-            continue
-        write_clip(r, seed, i, clip_dir)
-        done += 1
-    seconds = time.perf_counter() - t0
+    want = {"config": asdict(cfg), "seed": seed}
+    done, skipped, seconds = render_folder(
+        out,
+        clips,
+        lambda i, d: write_clip(r, seed, i, d),
+        want,
+        func="render_clips",
+        desc=f"render {cfg.split}",
+        progress=progress,
+    )
     summary = {
         "clips_rendered": done,
         "clips_skipped": skipped,
