@@ -64,3 +64,12 @@ def test_filter_warns_on_forced_bf16(emulated_bf16, caplog, tmp_path):
         out = vsvqdsr.upscale(clip_from_frames(cartoon_frames(1, 8, 8)), weights=str(weights), precision="bf16")
     assert isinstance(out, vs.VideoNode)
     assert any(r.getMessage().startswith("vsvqdsr.upscale: precision 'bf16'") for r in caplog.records)
+
+
+def test_cpu_flags_read_proc_cpuinfo():
+    from pathlib import Path
+
+    flags = device.cpu_flags()
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    assert ("avx2" in flags) == (" avx2 " in text.replace("\n", " "))
+    assert device.cpu_has_native_bf16() == bool({"avx512_bf16", "amx_bf16"} & flags)

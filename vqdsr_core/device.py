@@ -14,13 +14,18 @@ _warned = {"bf16": False}  # the emulated-bf16 warning is given once per process
 
 
 @functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    return frozenset(w for line in text.splitlines() if line.startswith("flags") for w in line.split(":", 1)[1].split())
+
+
 def cpu_has_native_bf16() -> bool:
     """True on CPUs with AVX512-BF16 or AMX-BF16 (bf16 matmuls/convs run natively in oneDNN)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def pick_device(device: str | torch.device = "auto", *, func: str = "vqdsr_core") -> torch.device:

@@ -26,8 +26,11 @@ def machine_info() -> dict:
                 break
     except (OSError, subprocess.SubprocessError):
         pass
+    from ..device import cpu_flags
+
     info = {
         "cpu": model,
+        "cpu_flags": sorted({"avx2", "avx512f", "avx512_bf16", "amx_bf16"} & cpu_flags()),  # what sets the speed
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
@@ -245,7 +248,8 @@ def markdown(result: dict) -> str:
         "",
         f"- command: `{result['command']}`",
         f"- commit: `{result['commit'] or 'unknown (not a git checkout)'}`",
-        f"- machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']} with {m['torch_threads']} "
+        f"- machine: {m['cpu']} ({', '.join(m.get('cpu_flags', [])) or 'no AVX2'}), {m['logical_cpus']} logical CPUs, "
+        f"torch {m['torch']} with {m['torch_threads']} "
         f"threads{', GPU ' + m['gpu'] if 'gpu' in m else ''}; {m['platform']}",
         f"- date: {result['date']}; wall time {result['wall_s']:.0f} s",
         "- held-out sets" + (" (each scored alone, then pooled)" if len(sets) > 1 else "") + ":",
