@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vqdsr_core.losses import gaussian_blur
-from vqdsr_core.metrics import LPIPS, psnr_y, rgb_to_y, ssim_y, still_flicker, still_steps, temporal_error
+from vqdsr_core.metrics import LPIPS, psnr_rgb, psnr_y, rgb_to_y, ssim_y, still_flicker, still_steps, temporal_error
 
 
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -36,6 +36,20 @@ def test_psnr_y(cartoon_tensor):
     assert psnr_y(hr[0] + 0.05, hr[0]) == pytest.approx(-20 * math.log10(0.05), abs=1e-4)  # single frame
     with pytest.raises(ValueError, match="psnr_y"):
         psnr_y(hr, hr[:1])
+
+
+def test_psnr_rgb_sees_colour_shifts_that_luma_hides(cartoon_tensor):
+    hr = cartoon_tensor(2, 32, 32, seed=1) * 0.8 + 0.1
+    assert psnr_rgb(hr, hr) == math.inf
+    shift = hr.clone()  # +c on red, -c*wR/wB on blue: Y unchanged, RGB MSE = (c^2 + (c*wR/wB)^2) / 3
+    c = 0.01
+    shift[:, 0] += c
+    shift[:, 2] -= c * 0.2126 / 0.0722
+    assert psnr_y(shift, hr, crop=0) > 60
+    want = -10 * math.log10((c**2 + (c * 0.2126 / 0.0722) ** 2) / 3)
+    assert psnr_rgb(shift, hr) == pytest.approx(want, abs=1e-3)
+    with pytest.raises(ValueError, match="psnr_rgb"):
+        psnr_rgb(hr, hr[:1])
 
 
 def test_ssim_y(cartoon_tensor):

@@ -32,6 +32,12 @@ def test_codes_used_counts_the_nearest_codes_of_every_branch(cartoon):
         assert report["branches"][name]["codes_used"] == want
         assert 1 <= report["branches"][name]["perplexity"] <= want + 1e-4
     assert report["images"] == 3 and np.isfinite(report["psnr_y_k1"])
+    with torch.no_grad():  # RGB PSNR of the k = 1 reconstruction, computed here independently
+        rgb = []
+        for img in images:
+            out = (model(img[None] * 2 - 1)[0].float().clamp(-1, 1) + 1) / 2
+            rgb.append(-10 * np.log10(float(((out - img[None]) ** 2).double().mean())))
+    assert abs(report["psnr_rgb_k1"] - np.mean(rgb)) < 1e-3
     assert set(report["psnr_y_degraded"]) == {"top=1,mid=5,bottom=16", "top=1,mid=10,bottom=16"}  # k <= n_embed
     assert "psnr_y_k1_keep_colour" not in report
     kept = check_vqgan(model, images, keep_colour=2.0)  # the untrained model's colours replaced by the input's

@@ -57,6 +57,18 @@ def psnr_y(sr: Tensor, hr: Tensor, crop: int = 4) -> float:
     return sum(vals) / len(vals)
 
 
+def psnr_rgb(sr: Tensor, hr: Tensor, crop: int = 0) -> float:
+    """Mean over frames of the PSNR in dB over all three RGB channels (peak 1.0): colour shifts count too."""
+    sr, hr = _batch("psnr_rgb", sr, hr)
+    if crop < 0 or 2 * crop >= min(sr.shape[-2:]):
+        raise ValueError(f"psnr_rgb: crop {crop} leaves nothing of a {sr.shape[-2]}x{sr.shape[-1]} frame")
+    if crop:
+        sr, hr = sr[..., crop:-crop, crop:-crop], hr[..., crop:-crop, crop:-crop]
+    mse = ((sr.double() - hr.double()) ** 2).flatten(1).mean(1)
+    vals = [math.inf if m == 0 else -10 * math.log10(m) for m in mse.tolist()]
+    return sum(vals) / len(vals)
+
+
 @torch.no_grad()
 def ssim_y(sr: Tensor, hr: Tensor, crop: int = 4) -> float:
     """Mean over frames of the Y-channel SSIM (Wang et al. 2004: Gaussian 11x11, sigma 1.5, valid windows)."""

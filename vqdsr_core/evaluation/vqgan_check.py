@@ -2,7 +2,7 @@
 
 A VQD-SR degrader is only as good as its codebook: the k-th nearest code (k up to 50 in the bottom branch) must be
 a trained code near the latent, not one of the untouched initial vectors. ``check_vqgan`` reports, on frames the
-model was not trained on: PSNR-Y of the plain (k = 1) reconstruction, PSNR-Y after the typical degradation draws,
+model was not trained on: PSNR-Y and RGB PSNR of the plain (k = 1) reconstruction, PSNR-Y after the typical degradation draws,
 and per branch the perplexity and the number of distinct codes picked.
 """
 
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..degrade.vq import check_keep_colour, degrade_keep_colour, keep_low_frequencies
-from ..metrics import psnr_y
+from ..metrics import psnr_rgb, psnr_y
 from ..models.quantize import code_usage, nearest_indices
 from ..models.vqgan import DOWN
 
@@ -48,7 +48,7 @@ def check_vqgan(model: nn.Module, images: Sequence[Tensor], keep_colour: float =
         raise ValueError("check_vqgan: no images")
     model = model.eval()
     dev = next(model.parameters()).device
-    rec, rec_kept, deg = [], [], [[] for _ in _draws(model)]
+    rec, rec_rgb, rec_kept, deg = [], [], [], [[] for _ in _draws(model)]
     picked: dict[str, list[Tensor]] = {b: [] for b in model.branches}
     for img in images:
         x = _crop8(img[None].to(dev, torch.float32))
@@ -57,6 +57,7 @@ def check_vqgan(model: nn.Module, images: Sequence[Tensor], keep_colour: float =
         out, _, _ = model(x * 2 - 1)
         out = (out.float().clamp(-1, 1) + 1) / 2
         rec.append(psnr_y(out, x, crop=0))
+        rec_rgb.append(psnr_rgb(out, x))
         if keep_colour:
             rec_kept.append(psnr_y(keep_low_frequencies(out, x, keep_colour), x, crop=0))
         for scores, kw in zip(deg, _draws(model)):
@@ -73,6 +74,7 @@ def check_vqgan(model: nn.Module, images: Sequence[Tensor], keep_colour: float =
         "images": len(images),
         "n_embed": model.n_embed,
         "psnr_y_k1": float(np.mean(rec)),
+        "psnr_rgb_k1": float(np.mean(rec_rgb)),
         **({"keep_colour": keep_colour, "psnr_y_k1_keep_colour": float(np.mean(rec_kept))} if keep_colour else {}),
         "psnr_y_degraded": {_name(kw): float(np.mean(s)) for kw, s in zip(_draws(model), deg)},
         "branches": branches,
