@@ -329,7 +329,7 @@ class VQGANTask:
         if not d.val:
             return None
         from ..data.clips import FrameFolderDataset
-        from ..metrics import psnr_y
+        from ..metrics import psnr_rgb, psnr_y
 
         if not hasattr(self, "_val"):
             ds = FrameFolderDataset(d.val, crop=d.crop, seed=self.cfg["run"].seed, scale_prob=0.0, flips=False,
@@ -338,7 +338,7 @@ class VQGANTask:
             self._val = torch.stack([ds[int(i)]["image"] for i in picks])
         x01 = self._val.to(self.env.device)
         rec = torch.cat([self._reconstruct(part) for part in x01.split(4)])
-        metrics = {"l1": float(F.l1_loss(rec, x01)), "psnr_y": psnr_y(rec, x01)}
+        metrics = {"l1": float(F.l1_loss(rec, x01)), "psnr_y": psnr_y(rec, x01), "psnr_rgb": psnr_rgb(rec, x01)}
         if self.lpips is not None:
             metrics["lpips"] = float(self.lpips(rec, x01).mean())
         return metrics, -metrics.get("lpips", metrics["l1"])
