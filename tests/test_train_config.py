@@ -106,6 +106,10 @@ def test_missing_data_is_an_error_before_work(tmp_path, capsys):
     cfg = load_config(None, "vqgan", [f"data.train={tmp_path}"])
     with pytest.raises(ConfigError, match=r"multi\.init"):
         check_paths(cfg, "vqgan", "multi")
+    for key in ("still_prob", "hold_prob"):
+        cfg = load_config(None, "vsr", [f"data.train={tmp_path}", f"data.{key}=1.5"])
+        with pytest.raises(ConfigError, match=rf"data\.{key} must be a probability"):
+            check_paths(cfg, "vsr", "net")
 
 
 def test_checkpoint_rotation_and_crash_safety(tmp_path, monkeypatch):

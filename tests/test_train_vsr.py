@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -238,3 +239,24 @@ def test_still_stretch():
     assert torch.equal(still_stretch(hr, 3, 1.0), outs[3])  # seeded
     frac = sum(still_stretch(hr, s, 0.3) is not hr for s in range(400)) / 400
     assert 0.2 < frac < 0.4
+
+
+def test_held_frames_animate_on_twos_and_threes():
+    from vqdsr_core.train.vsr import held_frames
+
+    hr = torch.arange(9, dtype=torch.float32).view(9, 1, 1, 1).expand(9, 3, 2, 2).contiguous()
+    assert held_frames(hr, 0, 0.0) is hr
+    patterns = set()
+    for s in range(40):
+        out = held_frames(hr, s, 1.0)
+        src = [int(v) for v in out[:, 0, 0, 0]]  # which input frame each output frame shows
+        assert src[0] == 0 and all(0 <= b - a for a, b in zip(src, src[1:]))  # time never runs backwards
+        runs = [len(list(g)) for _, g in itertools.groupby(src)]
+        n = max(runs)
+        assert n in (2, 3) and all(r == n for r in runs[1:-1])  # every inner drawing held n frames
+        assert len({v % n for v in set(src) - {0}}) == 1  # the drawings: one of every n of the clip's own frames
+        patterns.add((n, src[1]))
+    assert {n for n, _ in patterns} == {2, 3} and len(patterns) >= 4  # twos and threes, several phases
+    assert torch.equal(held_frames(hr, 5, 1.0), held_frames(hr, 5, 1.0))  # seeded
+    frac = sum(held_frames(hr, s, 0.5) is not hr for s in range(400)) / 400
+    assert 0.4 < frac < 0.6

@@ -47,6 +47,7 @@ VSR_SCHEMA: dict[str, Any] = {
         "gt_size": 256,
         "intervals": [1, 2, 3],
         "still_prob": 0.0,  # probability that a training clip's motion stops (train.vsr.still_stretch)
+        "hold_prob": 0.0,  # probability that a training clip is animated on twos/threes (train.vsr.held_frames)
         "val_clips": 4,
         "val_frames": 7,
         "val_size": 256,  # GT crop of the validation clips
@@ -279,6 +280,10 @@ def check_paths(cfg: dict[str, Section], kind: str, stage: str) -> None:
             raise ConfigError(f"config: data.train folder {p!r} does not exist")
     if cfg["data"].val and not Path(cfg["data"].val).exists():
         raise ConfigError(f"config: data.val folder {cfg['data'].val!r} does not exist")
+    for key in ("still_prob", "hold_prob"):
+        value = cfg["data"].get(key, 0.0)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"config: data.{key} must be a probability in [0, 1], got {value!r}")
     sec = cfg[stage]
     for key in ("init", "vqgan"):
         value = sec.get(key, "")

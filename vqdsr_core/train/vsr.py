@@ -52,6 +52,23 @@ def still_stretch(hr: Tensor, seed: int, prob: float) -> Tensor:
     return torch.cat([hr[:start], hr[start : start + 1].expand(hr.shape[0] - start, -1, -1, -1)]).contiguous()
 
 
+HOLD_LENGTHS = (2, 3)  # animation "on twos" and "on threes"
+
+
+def held_frames(hr: Tensor, seed: int, prob: float) -> Tensor:
+    """With probability ``prob``, the clip is animated on twos or threes: every frame is held for 2 or 3 frames
+    (random phase), the limited animation of most anime, where the whole frame repeats while the next drawing's
+    neighbours differ. Degradations are drawn per frame afterwards, so the held pairs differ only by noise and codec:
+    a temporal loss asks for identical outputs there although the model's input windows do not match."""
+    rng = np.random.default_rng([seed, 11])
+    if prob <= 0 or hr.shape[0] < 2 or rng.random() >= prob:
+        return hr
+    n = int(rng.choice(HOLD_LENGTHS))
+    phase = int(rng.integers(0, n))
+    idx = [max(0, i - (i + phase) % n) for i in range(hr.shape[0])]
+    return hr[idx].contiguous()
+
+
 def lr_scheduler(optimizer: torch.optim.Optimizer, st: Any) -> torch.optim.lr_scheduler.LRScheduler:
     """The stage's per-iteration schedule: ``step`` (x gamma at each milestone) or ``cosine`` (to lr_min)."""
     from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR
@@ -92,9 +109,10 @@ class VSRPairs(Dataset):
         vq_in_main: bool,
         usm: dict | None,
         still_prob: float = 0.0,
+        hold_prob: float = 0.0,
     ):
         self.clips, self.seed, self.deg_cfg, self.vqgan_path = clips, seed, deg_cfg, vqgan
-        self.vq_in_main, self.usm, self.still_prob = vq_in_main, usm, still_prob
+        self.vq_in_main, self.usm, self.still_prob, self.hold_prob = vq_in_main, usm, still_prob, hold_prob
         self.order = EpochShuffle(len(clips), seed)
         self._vqgan: torch.nn.Module | None = None
 
@@ -107,7 +125,8 @@ class VSRPairs(Dataset):
         epoch, item = self.order(index)
         self.clips.set_epoch(epoch)
         seed = sample_seed(self.seed, index)
-        hr = still_stretch(self.clips[item]["hr"], seed, self.still_prob)  # (N, 3, H, W)
+        hr = held_frames(self.clips[item]["hr"], seed, self.hold_prob)  # (N, 3, H, W)
+        hr = still_stretch(hr, seed, self.still_prob)
         out: dict[str, Any] = {"hr": hr}
         if self.vq_in_main:
             out["seed"] = seed
@@ -227,7 +246,7 @@ class VSRTask:
         usm = None
         if self.stage == "net" and self.st.usm:
             usm = {"weight": self.st.usm_weight, "radius": self.st.usm_radius, "threshold": self.st.usm_threshold}
-        return VSRPairs(clips, seed, self.deg_cfg, self.vqgan_path, self.vq_in_main, usm, d.still_prob)
+        return VSRPairs(clips, seed, self.deg_cfg, self.vqgan_path, self.vq_in_main, usm, d.still_prob, d.hold_prob)
 
     def _lr(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         dev = self.env.device
