@@ -81,6 +81,15 @@ def test_top_then_multi(tmp_path, cartoon):
     out = model.degrade(torch.rand(2, 3, 12, 20), k_top=1, k_mid=2, k_bottom=3)
     assert out.shape == (2, 3, 12, 20) and 0 <= out.min() and out.max() <= 1
 
+    # a multi-scale weight file as multi.init: training goes on from all of its tensors (a negligible LR here)
+    again = tmp_path / "again"
+    args = ["train-vqgan", str(cfg), "--stage", "multi", "--out", str(again), "--set", f"multi.init={multi / 'final.safetensors'}"]
+    assert main([*args, "--set", "multi.total_iter=1", "--set", "multi.base_lr=1e-12", "--set", "run.val_every=0"]) == 0
+    state = ck.read_checkpoint(again / ck.LATEST)["models"]["g"]
+    for name, want in model.state_dict().items():
+        torch.testing.assert_close(state[name].float(), want.float(), atol=1e-5, rtol=0)
+    assert main([*args, "--set", "model.n_embed=8", "--set", "multi.total_iter=1"]) == 2  # another model: refused
+
 
 def test_dead_code_restarts_move_every_unused_code(tmp_path, cartoon):
     """restart_dead_codes=1: after each step, exactly the codes that step did not pick move onto encoder outputs."""

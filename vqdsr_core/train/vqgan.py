@@ -171,7 +171,7 @@ class VQGANTask:
         torch.manual_seed(cfg["run"].seed)
         self.g = build_model("multiscale_vqgan", model_cfg).to(dev)
         if stage == "multi":
-            self._init_from_top(st.init)
+            self._init_multi(st.init)
         self.export_info = {"net": "g", "arch": "multiscale_vqgan", "config": model_cfg}
         self.g_train = env.wrap(self.g)
         self.d = NLayerDiscriminator(in_ch=3, ndf=st.d_ndf, n_layers=st.d_layers).to(dev)
@@ -196,17 +196,29 @@ class VQGANTask:
         self.upkeep = CodebookUpkeep(self.g.quantize, st.restart_dead_codes) if upkeep else None
         self.kmeans = m.kmeans_init and stage == "top"  # the multi stage's codebook comes from the top stage
 
-    def _init_from_top(self, path: str) -> None:
+    def _init_multi(self, path: str) -> None:
+        """multi.init: a top-stage model (stage 2 proper) or a multi-scale one (go on training or fine-tune a
+        finished degrader, e.g. the bundled one on your own ``prepare-ral`` corpus); checkpoint or weight file."""
         if path.endswith(".pt"):
-            state = model_weights(read_checkpoint(path), ema=True, name="g")
+            ckpt = read_checkpoint(path)
+            state = model_weights(ckpt, ema=True, name="g")
+            multiscale = bool(ckpt.get("export", {}).get("config", {}).get("multiscale", False))
         else:
             from ..weights import read_weights
 
             state, info = read_weights(path)
-            if info.arch != "multiscale_vqgan" or info.config.get("multiscale", True):
-                raise ValueError(f"multi.init: {path!r} is not a top-stage (multiscale=false) VQGAN")
-        self.g.init_from_top(state)
-        log.info("multi stage initialised from the top stage %s", path)
+            if info.arch != "multiscale_vqgan":
+                raise ValueError(f"multi.init: {path!r} is a {info.arch!r} weight file, not a multiscale_vqgan")
+            multiscale = bool(info.config.get("multiscale", True))
+        if not multiscale:
+            self.g.init_from_top(state)
+            log.info("multi stage initialised from the top stage %s", path)
+            return
+        try:
+            self.g.load_state_dict({k: v.float() for k, v in state.items()})
+        except RuntimeError as e:
+            raise ValueError(f"multi.init: the multi-scale model {path!r} does not fit the configured model: {e}") from e
+        log.info("multi stage continues from the multi-scale model %s", path)
 
     @torch.no_grad()
     def kmeans_init(self) -> int:
