@@ -38,7 +38,8 @@ def test_codes_used_counts_the_nearest_codes_of_every_branch(cartoon):
             out = (model(img[None] * 2 - 1)[0].float().clamp(-1, 1) + 1) / 2
             rgb.append(-10 * np.log10(float(((out - img[None]) ** 2).double().mean())))
     assert abs(report["psnr_rgb_k1"] - np.mean(rgb)) < 1e-3
-    assert set(report["psnr_y_degraded"]) == {"top=1,mid=5,bottom=16", "top=1,mid=10,bottom=16"}  # k <= n_embed
+    want = {"top=1,mid=2,bottom=10", "top=1,mid=5,bottom=16", "top=1,mid=10,bottom=16"}  # k <= n_embed
+    assert set(report["psnr_y_degraded"]) == want
     assert "psnr_y_k1_keep_colour" not in report
     kept = check_vqgan(model, images, keep_colour=2.0)  # the untrained model's colours replaced by the input's
     assert kept["keep_colour"] == 2.0 and kept["psnr_y_k1_keep_colour"] > report["psnr_y_k1"] + 3
@@ -57,6 +58,6 @@ def test_command_prints_json_and_writes_the_strip(tmp_path, cartoon, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 3 and set(report["branches"]) == {"top", "mid", "bot"}
     w, h = Image.open(strip).size
-    assert (w, h) == (4 * 40, 40 * min(3, report["images"]))  # input | k=1 | two draws, one row per frame
+    assert (w, h) == (5 * 40, 40 * min(3, report["images"]))  # input | k=1 | three draws, one row per frame
     assert main(["check-vqgan", str(weights), str(tmp_path / "none")]) == 2
     assert "no images under" in capsys.readouterr().err

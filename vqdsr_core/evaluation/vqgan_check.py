@@ -20,8 +20,9 @@ from ..metrics import psnr_rgb, psnr_y
 from ..models.quantize import code_usage, nearest_indices
 from ..models.vqgan import DOWN
 
-# (k_top, k_mid, k_bottom) shown and scored besides k = 1: a mild and the strongest draw of the VQD-SR ranges
-DRAWS = ((1, 5, 25), (1, 10, 50))
+# (k_top, k_mid, k_bottom) shown and scored besides k = 1: a mild, a middle and the strongest draw of the VQD-SR
+# ranges (k_mid in [1, 10], k_bottom in [1, 50])
+DRAWS = ((1, 2, 10), (1, 5, 25), (1, 10, 50))
 
 
 def _draws(model: nn.Module) -> list[dict[str, int]]:
