@@ -272,11 +272,13 @@ def test_fast_weight_file_round_trip_records_the_options(tmp_path, cartoon_tenso
         load_model(wrong, arch="multiscale_vqgan")
 
 
-def test_bundled_degrader_loads_unchanged():
+def test_weight_file_without_the_options_loads_unchanged(tmp_path):
     """A weight file from before the options (no such config keys) builds the plain quantiser and loads strictly."""
-    from vqdsr_core.weights import bundled_weights, load_model, read_weights
+    from vqdsr_core.weights import load_model, read_weights, save_weights
 
-    path = bundled_weights("vqgan")
+    old = MultiScaleVQGAN(width=32, embed_dim=8, n_embed=16)
+    cfg = {"width": 32, "embed_dim": 8, "n_embed": 16, "multiscale": True, "dropout": 0.0}  # the old key set
+    path = save_weights(tmp_path / "old.safetensors", old, arch="multiscale_vqgan", config=cfg)
     _, info = read_weights(path)
     assert not {"codebook_dim", "l2_codes", "ema_decay"} & set(info.config)
     model, _ = load_model(path, arch="multiscale_vqgan")
@@ -284,3 +286,18 @@ def test_bundled_degrader_loads_unchanged():
     assert not (q.factorized or q.l2_codes or q.ema_decay) and isinstance(q.embedding, torch.nn.Embedding)
     z = torch.randn(1, q.embed_dim, 2, 2)
     assert q.to_lookup(z) is z and q.from_lookup(z) is z  # the latent is the lookup space, as before
+    for name, want in old.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], want)
+
+
+def test_bundled_degrader_records_its_codebook_options():
+    """The bundled degrader (vqgan_fast preset) rebuilds its 32-d l2 lookup from the file alone."""
+    from vqdsr_core.weights import bundled_weights, load_model
+
+    model, info = load_model(bundled_weights("vqgan"), arch="multiscale_vqgan")
+    q = model.quantize
+    assert info.config["multiscale"] and q.n_embed == 1024 and q.dim == info.config["codebook_dim"] == 32
+    assert q.factorized and q.l2_codes
+    z = model.encode(torch.rand(1, 3, 16, 16) * 2 - 1)
+    assert {k: tuple(v.shape) for k, v in z.items()} == {"top": (1, 32, 2, 2), "mid": (1, 32, 4, 4), "bot": (1, 32, 8, 8)}
+    assert torch.allclose(z["bot"].norm(dim=1), torch.ones(1, 8, 8), atol=1e-3)  # l2-normalised lookup latents
