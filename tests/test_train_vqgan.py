@@ -83,7 +83,8 @@ def test_top_then_multi(tmp_path, cartoon):
 
     # a multi-scale weight file as multi.init: training goes on from all of its tensors (a negligible LR here)
     again = tmp_path / "again"
-    args = ["train-vqgan", str(cfg), "--stage", "multi", "--out", str(again), "--set", f"multi.init={multi / 'final.safetensors'}"]
+    init = f"multi.init={multi / 'final.safetensors'}"
+    args = ["train-vqgan", str(cfg), "--stage", "multi", "--out", str(again), "--set", init]
     assert main([*args, "--set", "multi.total_iter=1", "--set", "multi.base_lr=1e-12", "--set", "run.val_every=0"]) == 0
     state = ck.read_checkpoint(again / ck.LATEST)["models"]["g"]
     for name, want in model.state_dict().items():

@@ -250,7 +250,7 @@ def test_held_frames_animate_on_twos_and_threes():
     for s in range(40):
         out = held_frames(hr, s, 1.0)
         src = [int(v) for v in out[:, 0, 0, 0]]  # which input frame each output frame shows
-        assert src[0] == 0 and all(0 <= b - a for a, b in zip(src, src[1:]))  # time never runs backwards
+        assert src[0] == 0 and all(0 <= b - a for a, b in itertools.pairwise(src))  # time never runs backwards
         runs = [len(list(g)) for _, g in itertools.groupby(src)]
         n = max(runs)
         assert n in (2, 3) and all(r == n for r in runs[1:-1])  # every inner drawing held n frames

@@ -299,5 +299,6 @@ def test_bundled_degrader_records_its_codebook_options():
     assert info.config["multiscale"] and q.n_embed == 1024 and q.dim == info.config["codebook_dim"] == 32
     assert q.factorized and q.l2_codes
     z = model.encode(torch.rand(1, 3, 16, 16) * 2 - 1)
-    assert {k: tuple(v.shape) for k, v in z.items()} == {"top": (1, 32, 2, 2), "mid": (1, 32, 4, 4), "bot": (1, 32, 8, 8)}
+    shapes = {k: tuple(v.shape) for k, v in z.items()}
+    assert shapes == {"top": (1, 32, 2, 2), "mid": (1, 32, 4, 4), "bot": (1, 32, 8, 8)}
     assert torch.allclose(z["bot"].norm(dim=1), torch.ones(1, 8, 8), atol=1e-3)  # l2-normalised lookup latents

@@ -10,12 +10,13 @@ import sys
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "check-vqgan",
-        help="score a VQGAN weight file on held-out frames: k=1 PSNR-Y, degraded PSNR-Y, codes used per branch",
+        help="score a VQGAN weight file on held-out frames: k=1 PSNR-Y/RGB, degraded PSNR-Y, codes per branch",
         description=(
-            "Reconstruct up to --images frames from FRAMES (never trained on) with the VQGAN: PSNR-Y of the plain "
-            "k=1 reconstruction and of three VQ degradation draws (k_mid/k_bottom 2/10, 5/25 and 10/50), and per branch "
-            "how many of the codebook's codes the frames pick. A degrader whose codes are mostly unused maps most "
-            "k-th-nearest draws onto untrained vectors. Prints JSON; --strip writes input | k=1 | draws as a PNG."
+            "Reconstruct up to --images frames from FRAMES (never trained on) with the VQGAN: PSNR-Y and RGB PSNR "
+            "of the plain k=1 reconstruction, PSNR-Y of three VQ degradation draws (k_mid/k_bottom 2/10, 5/25 and "
+            "10/50), and per branch how many of the codebook's codes the frames pick. A degrader whose codes are "
+            "mostly unused maps most k-th-nearest draws onto untrained vectors. Prints JSON; --strip writes "
+            "input | k=1 | draws as a PNG."
         ),
     )
     p.add_argument("weights", metavar="WEIGHTS", help="multiscale_vqgan weight file (vqdsr export of a VQGAN run)")

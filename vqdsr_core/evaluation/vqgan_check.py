@@ -2,8 +2,8 @@
 
 A VQD-SR degrader is only as good as its codebook: the k-th nearest code (k up to 50 in the bottom branch) must be
 a trained code near the latent, not one of the untouched initial vectors. ``check_vqgan`` reports, on frames the
-model was not trained on: PSNR-Y and RGB PSNR of the plain (k = 1) reconstruction, PSNR-Y after the typical degradation draws,
-and per branch the perplexity and the number of distinct codes picked.
+model was not trained on: PSNR-Y and RGB PSNR of the plain (k = 1) reconstruction, PSNR-Y after the typical
+degradation draws, and per branch the perplexity and the number of distinct codes picked.
 """
 
 from __future__ import annotations

@@ -217,7 +217,7 @@ class VQGANTask:
         try:
             self.g.load_state_dict({k: v.float() for k, v in state.items()})
         except RuntimeError as e:
-            raise ValueError(f"multi.init: the multi-scale model {path!r} does not fit the configured model: {e}") from e
+            raise ValueError(f"multi.init: the multi-scale model {path!r} does not fit the configured one: {e}") from e
         log.info("multi stage continues from the multi-scale model %s", path)
 
     @torch.no_grad()
