@@ -290,8 +290,10 @@ def check_paths(cfg: dict[str, Section], kind: str, stage: str) -> None:
         if value and not Path(value).is_file():
             raise ConfigError(f"config: {stage}.{key} file {value!r} does not exist")
     if kind == "vqgan" and stage == "multi" and not sec.init:
-        raise ConfigError("config: the multi stage starts from a trained model: set multi.init to the top stage's "
-                          "checkpoint (or a multi-scale model to go on training)")
+        raise ConfigError(
+            "config: the multi stage starts from a trained model: set multi.init to the top stage's "
+            "checkpoint (or a multi-scale model to go on training)"
+        )
 
 
 def to_json(cfg: dict[str, Section]) -> str:
