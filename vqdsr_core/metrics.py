@@ -39,34 +39,37 @@ def rgb_to_y(img: Tensor) -> Tensor:
     return (img * w).sum(-3, keepdim=True)
 
 
-def _y_cropped(func: str, sr: Tensor, hr: Tensor, crop: int) -> tuple[Tensor, Tensor]:
+def _cropped(func: str, sr: Tensor, hr: Tensor, crop: int) -> tuple[Tensor, Tensor]:
+    """Checked (N, C, H, W) float64 copies of both, ``crop`` px of border removed."""
     sr, hr = _batch(func, sr, hr)
     if crop < 0 or 2 * crop >= min(sr.shape[-2:]):
         raise ValueError(f"{func}: crop {crop} leaves nothing of a {sr.shape[-2]}x{sr.shape[-1]} frame")
-    ys, yh = rgb_to_y(sr.double()), rgb_to_y(hr.double())
+    sr, hr = sr.double(), hr.double()
     if crop:
-        ys, yh = ys[..., crop:-crop, crop:-crop], yh[..., crop:-crop, crop:-crop]
-    return ys, yh
+        sr, hr = sr[..., crop:-crop, crop:-crop], hr[..., crop:-crop, crop:-crop]
+    return sr, hr
+
+
+def _y_cropped(func: str, sr: Tensor, hr: Tensor, crop: int) -> tuple[Tensor, Tensor]:
+    sr, hr = _cropped(func, sr, hr, crop)
+    return rgb_to_y(sr), rgb_to_y(hr)
+
+
+def _mean_psnr(a: Tensor, b: Tensor) -> float:
+    """Mean over the frames of (N, C, H, W) tensors of the PSNR in dB (peak 1.0); ``inf`` for an identical frame."""
+    mse = ((a - b) ** 2).flatten(1).mean(1)
+    vals = [math.inf if m == 0 else -10 * math.log10(m) for m in mse.tolist()]
+    return sum(vals) / len(vals)
 
 
 def psnr_y(sr: Tensor, hr: Tensor, crop: int = 4) -> float:
     """Mean over frames of the Y-channel PSNR in dB (peak 1.0); ``inf`` when a frame is identical."""
-    ys, yh = _y_cropped("psnr_y", sr, hr, crop)
-    mse = ((ys - yh) ** 2).flatten(1).mean(1)
-    vals = [math.inf if m == 0 else -10 * math.log10(m) for m in mse.tolist()]
-    return sum(vals) / len(vals)
+    return _mean_psnr(*_y_cropped("psnr_y", sr, hr, crop))
 
 
 def psnr_rgb(sr: Tensor, hr: Tensor, crop: int = 0) -> float:
     """Mean over frames of the PSNR in dB over all three RGB channels (peak 1.0): colour shifts count too."""
-    sr, hr = _batch("psnr_rgb", sr, hr)
-    if crop < 0 or 2 * crop >= min(sr.shape[-2:]):
-        raise ValueError(f"psnr_rgb: crop {crop} leaves nothing of a {sr.shape[-2]}x{sr.shape[-1]} frame")
-    if crop:
-        sr, hr = sr[..., crop:-crop, crop:-crop], hr[..., crop:-crop, crop:-crop]
-    mse = ((sr.double() - hr.double()) ** 2).flatten(1).mean(1)
-    vals = [math.inf if m == 0 else -10 * math.log10(m) for m in mse.tolist()]
-    return sum(vals) / len(vals)
+    return _mean_psnr(*_cropped("psnr_rgb", sr, hr, crop))
 
 
 @torch.no_grad()
