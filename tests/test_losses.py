@@ -17,6 +17,20 @@ def test_l1_loss():
         losses.l1_loss(a, b[:1])
 
 
+def test_lowpass_l1_sees_area_offsets_not_detail():
+    img = torch.rand(2, 3, 16, 24)
+    assert losses.lowpass_l1(img, img).item() == 0
+    assert losses.lowpass_l1(img + 0.1, img).item() == pytest.approx(0.1, abs=1e-6)  # a colour shift in full
+    # zero-mean detail inside each 8x8 block (a +-0.2 checkerboard): no block mean moves, though per-pixel L1 is 0.2
+    checker = ((torch.arange(16).view(16, 1) + torch.arange(24)) % 2 * 2 - 1).float() * 0.2
+    assert losses.lowpass_l1(img + checker, img).item() == pytest.approx(0, abs=1e-6)
+    assert losses.l1_loss(img + checker, img).item() == pytest.approx(0.2, abs=1e-6)
+    with pytest.raises(ValueError, match="lowpass_l1"):
+        losses.lowpass_l1(img, img[:1])
+    with pytest.raises(ValueError, match="lowpass_l1: block"):
+        losses.lowpass_l1(img, img, block=32)
+
+
 def test_gaussian_kernel_follows_opencv_rule():
     k = losses._gaussian_1d(51, 0.0)
     assert k.sum().item() == pytest.approx(1.0, abs=1e-6)

@@ -205,7 +205,10 @@ def test_fast_options_top_then_multi(tmp_path, cartoon):
     rows = [json.loads(x) for x in (top / "metrics.jsonl").read_text().splitlines()]
     assert all(r["codes_restarted"] >= 0 for r in rows if r["kind"] == "train")
     args = ["train-vqgan", str(cfg), "--stage", "multi", "--out", str(multi), "--set", f"multi.init={top / ck.LATEST}"]
-    assert main([*args, *sets]) == 0
+    assert main([*args, *sets, "--set", "multi.colour_weight=2"]) == 0
+    rows = [json.loads(x) for x in (multi / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["l_colour"] > 0 for r in rows if r["kind"] == "train")  # the block-mean colour term is in the loss
+    assert not any("l_colour" in json.loads(x) for x in (top / "metrics.jsonl").read_text().splitlines())  # off: 0
     model, info = load_model(multi / "final.safetensors", arch="multiscale_vqgan")
     assert info.config["codebook_dim"] == 4 and model.quantize.l2_codes and model.quantize.ema_decay == 0.9
     out = model.degrade(torch.rand(1, 3, 16, 24), k_top=1, k_mid=2, k_bottom=9)

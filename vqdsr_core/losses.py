@@ -1,6 +1,7 @@
 """Training losses of VQD-SR / AnimeSR (BasicSR semantics) and of the VQGAN (taming semantics).
 
 - ``l1_loss``: mean absolute error.
+- ``lowpass_l1``: L1 between block means (the VQGAN's colour term: its error sits in low-frequency colour shifts).
 - ``usm_sharpen``: BasicSR ``USMSharp`` (unsharp mask with a thresholded soft mask) for the net-stage L1 target.
 - ``PerceptualLoss``: L1 between VGG features before ReLU, frame-wise. The papers use VGG19 conv1_2..conv5_4; no
   registry package ships VGG19, so VGG16 conv1_2/2_2/3_3/4_3/5_3 stands in with the same weights (0.1, 0.1, 1, 1, 1).
@@ -44,6 +45,17 @@ def l1_loss(pred: Tensor, target: Tensor) -> Tensor:
     if pred.shape != target.shape:
         raise ValueError(f"l1_loss: shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
     return F.l1_loss(pred, target)
+
+
+def lowpass_l1(pred: Tensor, target: Tensor, block: int = 8) -> Tensor:
+    """L1 between ``block`` x ``block`` means of (B, C, H, W) images: colour and brightness offsets over areas,
+    which a per-pixel L1 weighs no more than one pixel's detail (a trailing partial block is left out)."""
+    if pred.shape != target.shape or pred.ndim != 4:
+        raise ValueError(f"lowpass_l1: expected two (B, C, H, W) tensors of one shape, got {tuple(pred.shape)} "
+                         f"and {tuple(target.shape)}")
+    if block < 1 or min(pred.shape[-2:]) < block:
+        raise ValueError(f"lowpass_l1: block must be in [1, {min(pred.shape[-2:])}] for these images, got {block}")
+    return F.l1_loss(F.avg_pool2d(pred, block), F.avg_pool2d(target, block))
 
 
 @functools.cache

@@ -126,6 +126,7 @@ VQGAN_SCHEMA: dict[str, Any] = {
         "betas": [0.5, 0.9],
         "ema": 0.0,  # 0 = no EMA copy
         "l1_weight": 1.0,
+        "colour_weight": 0.0,  # L1 of 8x8 block means (losses.lowpass_l1): area colour fidelity; 0 = the paper
         "perceptual_weight": 1.0,
         "codebook_weight": 1.0,
         "restart_dead_codes": 0,  # every N steps, codes unused for N steps move to encoder outputs; 0 = never
@@ -144,6 +145,7 @@ VQGAN_SCHEMA: dict[str, Any] = {
         "init": "",  # top-stage checkpoint (.pt) or weight file
         "top_lr_weight": 0.25,
         "l1_weight": 1.0,
+        "colour_weight": 0.0,  # L1 of 8x8 block means (losses.lowpass_l1): area colour fidelity; 0 = the paper
         "perceptual_weight": 1.0,
         "codebook_weight": 1.0,
         "restart_dead_codes": 0,

@@ -275,7 +275,7 @@ class VQGANTask:
 
     # ---- step
     def train_step(self, batch: Tensor, step: int) -> dict[str, float]:
-        from ..losses import hinge_d_loss, hinge_g_loss, vq_adaptive_weight
+        from ..losses import hinge_d_loss, hinge_g_loss, lowpass_l1, vq_adaptive_weight
 
         st, env = self.st, self.env
         if self.kmeans and step == 0:  # a fresh top-stage run (a resumed one starts later)
@@ -290,6 +290,10 @@ class VQGANTask:
             rec = st.l1_weight * (x - xrec).abs().mean()
             nll = rec
             logs = {"l_rec": rec.item(), "l_vq": l_vq.item()}
+            if st.colour_weight:
+                l_c = st.colour_weight * lowpass_l1(xrec, x)
+                nll = nll + l_c
+                logs["l_colour"] = l_c.item()
             if self.lpips is not None:
                 l_p = st.perceptual_weight * self.lpips(x01, (xrec.clamp(-1, 1) + 1) / 2).mean()
                 nll = nll + l_p
