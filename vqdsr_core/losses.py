@@ -51,8 +51,10 @@ def lowpass_l1(pred: Tensor, target: Tensor, block: int = 8) -> Tensor:
     """L1 between ``block`` x ``block`` means of (B, C, H, W) images: colour and brightness offsets over areas,
     which a per-pixel L1 weighs no more than one pixel's detail (a trailing partial block is left out)."""
     if pred.shape != target.shape or pred.ndim != 4:
-        raise ValueError(f"lowpass_l1: expected two (B, C, H, W) tensors of one shape, got {tuple(pred.shape)} "
-                         f"and {tuple(target.shape)}")
+        raise ValueError(
+            f"lowpass_l1: expected two (B, C, H, W) tensors of one shape, got {tuple(pred.shape)} "
+            f"and {tuple(target.shape)}"
+        )
     if block < 1 or min(pred.shape[-2:]) < block:
         raise ValueError(f"lowpass_l1: block must be in [1, {min(pred.shape[-2:])}] for these images, got {block}")
     return F.l1_loss(F.avg_pool2d(pred, block), F.avg_pool2d(target, block))
