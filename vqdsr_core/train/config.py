@@ -124,6 +124,10 @@ VQGAN_SCHEMA: dict[str, Any] = {
         "base_lr": 4.5e-6,
         "scale_lr": True,  # lr = base_lr x world size x batch (taming)
         "betas": [0.5, 0.9],
+        "lr_schedule": "step",  # as the VSR stages; no milestones = taming's constant LR
+        "milestones": [],
+        "gamma": 0.5,
+        "lr_min": 0.0,
         "ema": 0.0,  # 0 = no EMA copy
         "l1_weight": 1.0,
         "colour_weight": 0.0,  # L1 of 8x8 block means (losses.lowpass_l1): area colour fidelity; 0 = the paper
@@ -141,6 +145,10 @@ VQGAN_SCHEMA: dict[str, Any] = {
         "base_lr": 2e-6,
         "scale_lr": True,
         "betas": [0.5, 0.9],
+        "lr_schedule": "step",  # as the VSR stages; no milestones = taming's constant LR
+        "milestones": [],
+        "gamma": 0.5,
+        "lr_min": 0.0,
         "ema": 0.0,
         "init": "",  # top-stage checkpoint (.pt) or weight file
         "top_lr_weight": 0.25,

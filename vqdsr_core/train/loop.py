@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -97,6 +98,17 @@ def setup_env(device: str, precision: str) -> Env:
 
 
 # --------------------------------------------------------------------------------------------- pieces
+def lr_scheduler(optimizer: torch.optim.Optimizer, st: Any) -> torch.optim.lr_scheduler.LRScheduler:
+    """The stage's per-iteration schedule: ``step`` (x gamma at each milestone) or ``cosine`` (to lr_min)."""
+    from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR
+
+    if st.lr_schedule == "step":
+        return MultiStepLR(optimizer, milestones=list(st.milestones), gamma=st.gamma)
+    if st.lr_schedule == "cosine":
+        return CosineAnnealingLR(optimizer, T_max=max(st.total_iter, 1), eta_min=st.lr_min)
+    raise ValueError(f"config: lr_schedule must be 'step' or 'cosine', got {st.lr_schedule!r}")
+
+
 class EMA:
     """Exponential moving average of a module's parameters (buffers copied): ema = d * ema + (1 - d) * p."""
 
@@ -324,8 +336,10 @@ class Trainer:
                 logs = t.train_step(batch, self.step)
                 for name, e in t.emas.items():
                     e.update(t.nets[name])
-                for s in t.schedulers.values():
-                    s.step()
+                with warnings.catch_warnings():  # a discriminator's schedule runs before disc_start too
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+                    for s in t.schedulers.values():
+                        s.step()
                 self.step += 1
                 if bar is not None:
                     bar.update(1)

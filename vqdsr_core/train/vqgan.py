@@ -3,7 +3,8 @@
 Generator loss = mean(|x - x̂|) + w_p·LPIPS(x, x̂) + λ·(-mean D(x̂)) + w_vq·L_vq, with λ the adaptive weight
 ‖∇nll‖/(‖∇g‖+1e-4) at conv_out × disc_weight, switched on from ``disc_start``; D (BatchNorm PatchGAN) takes the
 hinge loss. LR = base_lr × world size × batch (taming); in the multi stage the shared trunk, codebook and shared
-decoder (the ``top`` modules) train at ``top_lr_weight`` × LR. Adam (0.5, 0.9), no schedule.
+decoder (the ``top`` modules) train at ``top_lr_weight`` × LR. Adam (0.5, 0.9), constant LR as in taming unless
+``lr_schedule = "cosine"`` (or step milestones) is set.
 
 ``restart_dead_codes = N`` (off in the paper preset): every N steps, codes no branch picked during those N steps
 are moved onto encoder outputs of the current batch. Short CPU runs otherwise keep a few dozen live codes out of
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from ..models import build_model
 from ..models.quantize import VectorQuantizer, assignment_sums
 from .checkpoint import model_weights, read_checkpoint
-from .loop import EMA, Env
+from .loop import EMA, Env, lr_scheduler
 from .vsr import EpochShuffle
 
 log = logging.getLogger("vqdsr.train")
@@ -187,7 +187,7 @@ class VQGANTask:
         else:
             groups = [{"params": _trained(self.g.parameters()), "lr": self.lr}]
         self.optimizers = {"g": Adam(groups, betas=betas), "d": Adam(self.d.parameters(), self.lr, betas=betas)}
-        self.schedulers: dict[str, Any] = {}
+        self.schedulers = {k: lr_scheduler(o, st) for k, o in self.optimizers.items()}
         self.emas = {"g": EMA(self.g, st.ema)} if st.ema > 0 else {}
         self.lpips = LPIPS(dev) if st.perceptual_weight else None
         self.collate = stack_images  # a module-level function: DataLoader workers receive it pickled

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from ..models import build_model
 from .checkpoint import model_weights, read_checkpoint
-from .loop import EMA, Env
+from .loop import EMA, Env, lr_scheduler
 
 log = logging.getLogger("vqdsr.train")
 
@@ -67,17 +67,6 @@ def held_frames(hr: Tensor, seed: int, prob: float) -> Tensor:
     phase = int(rng.integers(0, n))
     idx = [max(0, i - (i + phase) % n) for i in range(hr.shape[0])]
     return hr[idx].contiguous()
-
-
-def lr_scheduler(optimizer: torch.optim.Optimizer, st: Any) -> torch.optim.lr_scheduler.LRScheduler:
-    """The stage's per-iteration schedule: ``step`` (x gamma at each milestone) or ``cosine`` (to lr_min)."""
-    from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR
-
-    if st.lr_schedule == "step":
-        return MultiStepLR(optimizer, milestones=list(st.milestones), gamma=st.gamma)
-    if st.lr_schedule == "cosine":
-        return CosineAnnealingLR(optimizer, T_max=max(st.total_iter, 1), eta_min=st.lr_min)
-    raise ValueError(f"config: lr_schedule must be 'step' or 'cosine', got {st.lr_schedule!r}")
 
 
 def load_vqgan(path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
