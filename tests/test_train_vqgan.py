@@ -247,3 +247,21 @@ def test_torchrun_fast_options_keep_ranks_identical(tmp_path, cartoon):
     c = ck.read_checkpoint(out / ck.LATEST)
     prints = c["rank_fingerprints"]
     assert len(prints) == 2 and prints[0] == prints[1]  # codebook (an EMA one: no gradient sync) included
+
+
+def test_resume_of_a_checkpoint_from_before_the_vqgan_schedule(tmp_path, cartoon):
+    """VQGAN checkpoints written before its stages had an LR schedule hold no scheduler state: they resume."""
+    for i, f in enumerate(cartoon(4, 40, 48, seed=0)):
+        save_png_atomic(f, tmp_path / "data" / f"{i:04d}.png")
+    cfg = tmp_path / "vq.toml"
+    cfg.write_text(TINY.format(data=tmp_path / "data", val=""))
+    top = tmp_path / "top"
+    args = ["train-vqgan", str(cfg), "--stage", "top", "--out", str(top), "--set", "run.val_every=0"]
+    assert main([*args, "--set", "top.total_iter=1", "--set", "top.perceptual_weight=0"]) == 0
+    old = ck.read_checkpoint(top / ck.LATEST)
+    assert set(old["schedulers"]) == {"g", "d"}
+    old["schedulers"] = {}  # as session-6 runs wrote them
+    ck.save_checkpoint(top, old)
+    assert main([*args, "--set", "top.total_iter=2", "--set", "top.perceptual_weight=0", "--resume"]) == 0
+    c = ck.read_checkpoint(top / ck.LATEST)
+    assert c["step"] == 2 and c["schedulers"]["g"]["last_epoch"] == 2

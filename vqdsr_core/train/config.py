@@ -36,6 +36,13 @@ _TEMPORAL: dict[str, Any] = {
     "temporal_weight": 0.0,  # Charbonnier on (SR_t - SR_t-1) - (GT_t - GT_t-1)
     "pingpong_weight": 0.0,  # train on the ping-pong clip (0..N-1..0); pull each frame's two outputs together
 }
+# the per-iteration LR schedule of every stage (train.loop.lr_scheduler); the default, no milestones, is constant
+_SCHEDULE: dict[str, Any] = {
+    "lr_schedule": "step",  # step: x gamma at each milestone | cosine: cosine decay to lr_min over total_iter
+    "milestones": [],
+    "gamma": 0.5,
+    "lr_min": 0.0,
+}
 _PERCEPTUAL_LAYERS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_3": 1.0, "conv4_3": 1.0, "conv5_3": 1.0}
 
 VSR_SCHEMA: dict[str, Any] = {
@@ -60,10 +67,7 @@ VSR_SCHEMA: dict[str, Any] = {
         "lr": 1e-4,
         "betas": [0.9, 0.99],
         "weight_decay": 0.0,
-        "lr_schedule": "step",  # step: x gamma at each milestone | cosine: cosine decay to lr_min over total_iter
-        "milestones": [],
-        "gamma": 0.5,
-        "lr_min": 0.0,
+        **_SCHEDULE,
         "ema": 0.999,
         "init": "",  # fine-tune from a checkpoint (.pt, EMA weights used) or weight file; "" = a fresh model
         "l1_weight": 1.0,
@@ -82,10 +86,7 @@ VSR_SCHEMA: dict[str, Any] = {
         "lr_d": 5e-5,
         "betas": [0.9, 0.99],
         "weight_decay": 0.0,
-        "lr_schedule": "step",  # step: x gamma at each milestone | cosine: cosine decay to lr_min over total_iter
-        "milestones": [],
-        "gamma": 0.5,
-        "lr_min": 0.0,
+        **_SCHEDULE,
         "ema": 0.999,
         "init": "",  # net-stage checkpoint (.pt, EMA weights used) or weight file (.safetensors)
         "vqgan": "",  # VQGAN weight file for the VQ degradation; "" = classic degradations only
@@ -124,10 +125,7 @@ VQGAN_SCHEMA: dict[str, Any] = {
         "base_lr": 4.5e-6,
         "scale_lr": True,  # lr = base_lr x world size x batch (taming)
         "betas": [0.5, 0.9],
-        "lr_schedule": "step",  # as the VSR stages; no milestones = taming's constant LR
-        "milestones": [],
-        "gamma": 0.5,
-        "lr_min": 0.0,
+        **_SCHEDULE,  # taming: constant
         "ema": 0.0,  # 0 = no EMA copy
         "l1_weight": 1.0,
         "colour_weight": 0.0,  # L1 of 8x8 block means (losses.lowpass_l1): area colour fidelity; 0 = the paper
@@ -145,10 +143,7 @@ VQGAN_SCHEMA: dict[str, Any] = {
         "base_lr": 2e-6,
         "scale_lr": True,
         "betas": [0.5, 0.9],
-        "lr_schedule": "step",  # as the VSR stages; no milestones = taming's constant LR
-        "milestones": [],
-        "gamma": 0.5,
-        "lr_min": 0.0,
+        **_SCHEDULE,  # taming: constant
         "ema": 0.0,
         "init": "",  # top-stage checkpoint (.pt) or weight file
         "top_lr_weight": 0.25,

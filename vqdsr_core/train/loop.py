@@ -225,7 +225,10 @@ class Trainer:
         for k, o in t.optimizers.items():
             o.load_state_dict(ckpt["optimizers"][k])
         for k, s in t.schedulers.items():
-            s.load_state_dict(ckpt["schedulers"][k])
+            if k in ckpt["schedulers"]:
+                s.load_state_dict(ckpt["schedulers"][k])
+            else:  # a VQGAN checkpoint from before its stages had a schedule: it ran at a constant LR
+                s.last_epoch = int(ckpt["step"])
         self.step, self.best = int(ckpt["step"]), ckpt.get("best")
         if self.env.scaler is not None and ckpt.get("scaler"):
             self.env.scaler.load_state_dict(ckpt["scaler"])
