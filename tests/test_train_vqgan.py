@@ -45,6 +45,16 @@ d_ndf = 8
 """
 
 
+def tiny_config(tmp_path, cartoon):
+    """The TINY config over four 40x48 training frames in tmp_path/data (written once), no validation set."""
+    if not (tmp_path / "data").exists():
+        for i, f in enumerate(cartoon(4, 40, 48, seed=0)):
+            save_png_atomic(f, tmp_path / "data" / f"{i:04d}.png")
+    cfg = tmp_path / "vq.toml"
+    cfg.write_text(TINY.format(data=tmp_path / "data", val=""))
+    return cfg
+
+
 def test_top_then_multi(tmp_path, cartoon):
     for split, n in (("data", 4), ("val", 2)):
         for i, f in enumerate(cartoon(n, 40, 48, seed=3 if split == "val" else 0)):
@@ -94,10 +104,7 @@ def test_top_then_multi(tmp_path, cartoon):
 
 def test_dead_code_restarts_move_every_unused_code(tmp_path, cartoon):
     """restart_dead_codes=1: after each step, exactly the codes that step did not pick move onto encoder outputs."""
-    for i, f in enumerate(cartoon(4, 40, 48, seed=0)):
-        save_png_atomic(f, tmp_path / "data" / f"{i:04d}.png")
-    cfg = tmp_path / "vq.toml"
-    cfg.write_text(TINY.format(data=tmp_path / "data", val=""))
+    cfg = tiny_config(tmp_path, cartoon)
     run = tmp_path / "top"
     args = ["train-vqgan", str(cfg), "--stage", "top", "--out", str(run), "--set", "top.restart_dead_codes=1"]
     assert main([*args, "--set", "top.disc_start=-1", "--set", "run.val_every=0"]) == 0
@@ -123,11 +130,7 @@ def tiny_task(tmp_path, cartoon, sets: list[str]):
     from vqdsr_core.train.loop import Env
     from vqdsr_core.train.vqgan import VQGANTask
 
-    if not (tmp_path / "data").exists():
-        for i, f in enumerate(cartoon(4, 40, 48, seed=0)):
-            save_png_atomic(f, tmp_path / "data" / f"{i:04d}.png")
-    cfg_file = tmp_path / "vq.toml"
-    cfg_file.write_text(TINY.format(data=tmp_path / "data", val=""))
+    cfg_file = tiny_config(tmp_path, cartoon)
     cfg = load_config(cfg_file, "vqgan", ["top.perceptual_weight=0", "top.disc_start=-1", *sets])
     task = VQGANTask(cfg, "top", Env(0, 1, 0, torch.device("cpu"), None))
     ds = task.dataset()
@@ -188,10 +191,7 @@ def test_ema_codebook_is_not_in_the_optimizer_and_moves_to_assigned_latents(tmp_
 
 def test_fast_options_top_then_multi(tmp_path, cartoon):
     """k-means init, EMA, factorised l2 codes and restarts together: both stages run, the files record the options."""
-    for i, f in enumerate(cartoon(4, 40, 48, seed=0)):
-        save_png_atomic(f, tmp_path / "data" / f"{i:04d}.png")
-    cfg = tmp_path / "vq.toml"
-    cfg.write_text(TINY.format(data=tmp_path / "data", val=""))
+    cfg = tiny_config(tmp_path, cartoon)
     sets = [x for s in [*FAST_SETS, "top.restart_dead_codes=1", "multi.restart_dead_codes=1"] for x in ("--set", s)]
     sets += ["--set", "run.val_every=0", "--set", "top.perceptual_weight=0", "--set", "multi.perceptual_weight=0"]
     top, multi = tmp_path / "top", tmp_path / "multi"
@@ -251,10 +251,7 @@ def test_torchrun_fast_options_keep_ranks_identical(tmp_path, cartoon):
 
 def test_resume_of_a_checkpoint_from_before_the_vqgan_schedule(tmp_path, cartoon):
     """VQGAN checkpoints written before its stages had an LR schedule hold no scheduler state: they resume."""
-    for i, f in enumerate(cartoon(4, 40, 48, seed=0)):
-        save_png_atomic(f, tmp_path / "data" / f"{i:04d}.png")
-    cfg = tmp_path / "vq.toml"
-    cfg.write_text(TINY.format(data=tmp_path / "data", val=""))
+    cfg = tiny_config(tmp_path, cartoon)
     top = tmp_path / "top"
     args = ["train-vqgan", str(cfg), "--stage", "top", "--out", str(top), "--set", "run.val_every=0"]
     assert main([*args, "--set", "top.total_iter=1", "--set", "top.perceptual_weight=0"]) == 0
