@@ -94,6 +94,23 @@ def test_lpips_ordering(cartoon_tensor):
     assert torch.allclose(reused, d3, rtol=1e-5, atol=1e-7)
 
 
+def test_lpips_as_a_loss_descends(cartoon_tensor):
+    # the VSR trainer's lpips_weight uses this module as a loss: gradients reach the image, and a few steps down
+    # them bring a blurred image closer to the reference
+    metric = LPIPS()
+    hr = cartoon_tensor(1, 64, 64, seed=5)
+    x = blur(hr, 2.0).clone().requires_grad_(True)
+    start = metric(x, hr).sum()
+    opt = torch.optim.Adam([x], lr=1e-2)
+    for _ in range(10):
+        opt.zero_grad()
+        loss = metric(x, hr).sum()
+        loss.backward()
+        assert x.grad.abs().sum() > 0
+        opt.step()
+    assert metric(x.detach(), hr).item() < 0.85 * start.item()
+
+
 def test_temporal_error(cartoon_tensor):
     hr = cartoon_tensor(5, 32, 32, seed=4)
     assert temporal_error(hr + 0.1, hr) == pytest.approx(0.0, abs=1e-7)  # float32 rounding of hr + 0.1

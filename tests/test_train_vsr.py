@@ -133,11 +133,11 @@ def test_net_stage_temporal_losses_finetune_and_cosine(setup):
     args = ["--stage", "net", "--set", f"net.init={init}", "--set", "net.temporal_weight=1.0"]
     args += ["--set", "net.pingpong_weight=0.5", "--set", "net.lr_schedule=cosine", "--set", "net.total_iter=3"]
     args += ["--set", "net.perceptual_weight=0.1", "--set", "net.perceptual_layers.conv4_3=0"]
-    args += ["--set", "net.perceptual_layers.conv5_3=0"]
+    args += ["--set", "net.perceptual_layers.conv5_3=0", "--set", "net.lpips_weight=0.5"]
     assert train(cfg, run, *args) == 0
     rows = losses(run)
-    assert {"l_pix", "l_temporal", "l_pingpong", "l_percep"} <= set(rows[-1])
-    assert all(r["l_temporal"] > 0 and r["l_pingpong"] > 0 for r in rows)
+    assert {"l_pix", "l_temporal", "l_pingpong", "l_percep", "l_lpips"} <= set(rows[-1])
+    assert all(r["l_temporal"] > 0 and r["l_pingpong"] > 0 and r["l_lpips"] > 0 for r in rows)
     # cosine decay: the learning rate falls every step, towards lr_min = 0 at total_iter
     lrs = [r["lr_g"] for r in rows]
     assert lrs[0] > lrs[1] > lrs[2] == pytest.approx(0.0, abs=1e-12)

@@ -195,6 +195,11 @@ class VSRTask:
 
             layers = {k: v for k, v in st.perceptual_layers.items() if v}
             self.percep = PerceptualLoss(layer_weights=layers).to(dev)
+        self.lpips = None
+        if st.lpips_weight:
+            from ..metrics import LPIPS
+
+            self.lpips = LPIPS(dev)
         if stage == "gan":
             from ..models.discriminators import MultiScalePatchDiscriminator
 
@@ -267,7 +272,7 @@ class VSRTask:
     def _generator_losses(self, lr: Tensor, target: Tensor) -> tuple[Tensor, Tensor, dict[str, float]]:
         """Run G on the clip (on its ping-pong clip when that loss is on) -> (loss, forward SR, logs).
 
-        Reconstruction (L1, perceptual) and temporal-difference losses cover every output frame, so on the
+        Reconstruction (L1, perceptual, LPIPS) and temporal-difference losses cover every output frame, so on the
         ping-pong clip they see each frame twice, from both directions (TecoGAN).
         """
         from ..losses import pingpong_clip, pingpong_loss, temporal_difference_loss
@@ -291,6 +296,10 @@ class VSRTask:
             l_p = st.perceptual_weight * self.percep(sr.flatten(0, 1).float(), target.flatten(0, 1))
             loss = loss + l_p
             logs["l_percep"] = l_p.item()
+        if self.lpips is not None:
+            l_lp = st.lpips_weight * self.lpips(sr.flatten(0, 1).float(), target.flatten(0, 1)).mean()
+            loss = loss + l_lp
+            logs["l_lpips"] = l_lp.item()
         return loss, sr[:, :n], logs
 
     def train_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
