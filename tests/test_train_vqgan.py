@@ -205,10 +205,12 @@ def test_fast_options_top_then_multi(tmp_path, cartoon):
     rows = [json.loads(x) for x in (top / "metrics.jsonl").read_text().splitlines()]
     assert all(r["codes_restarted"] >= 0 for r in rows if r["kind"] == "train")
     args = ["train-vqgan", str(cfg), "--stage", "multi", "--out", str(multi), "--set", f"multi.init={top / ck.LATEST}"]
+    sets += ["--set", "multi.draw_colour_weight=1"]
     assert main([*args, *sets, "--set", "multi.colour_weight=2", "--set", "multi.lr_schedule=cosine"]) == 0
     rows = [json.loads(x) for x in (multi / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["kind"] == "train"]
-    assert all(r["l_colour"] > 0 for r in train)  # the block-mean colour term is in the loss
+    # the block-mean colour terms, of the reconstruction and of a k-th-nearest draw, are in the loss
+    assert all(r["l_colour"] > 0 and r["l_draw_colour"] > 0 for r in train)
     # cosine to 0 over the 2 steps (each row logs the LR of the next step): 2e-6 x batch 1, halved, then 0; the
     # shared modules at a quarter of it throughout
     assert [r["lr_g1"] for r in train] == pytest.approx([1e-6, 0.0], abs=1e-15)

@@ -75,6 +75,20 @@ def test_gradients_reach_every_parameter():
     assert model.last_layer is model.conv_out.weight
 
 
+def test_forward_draw_is_degrade_and_trains_the_decoder_only(cartoon_tensor):
+    torch.manual_seed(2)
+    model = MultiScaleVQGAN(**SMALL).eval()
+    x01 = cartoon_tensor(1, 32, 32, seed=6)
+    _, _, info = model(x01 * 2 - 1, draw={"mid": 3, "bot": 7})
+    ref = model.degrade(x01, k_mid=3, k_bottom=7)  # the same draw, clamped to [0, 1]
+    assert torch.allclose((info["draw"].clamp(-1, 1) + 1) / 2, ref, atol=1e-5)
+    info["draw"].abs().mean().backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert grads and all(n.startswith(("top.dec", "dec_", "norm_out", "conv_out")) for n in grads), sorted(grads)
+    assert "conv_out.weight" in grads and not any("enc" in n or "quantize" in n for n in grads)
+    assert "draw" not in model(x01 * 2 - 1)[2]
+
+
 @pytest.mark.parametrize("size", [(37, 45), (8, 8), (1, 13)])
 def test_degrade_odd_sizes(small, size, cartoon_tensor):
     x = cartoon_tensor(2, *size)

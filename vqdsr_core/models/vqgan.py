@@ -246,8 +246,12 @@ class MultiScaleVQGAN(nn.Module):
         # The reference multi-scale decoder drops this swish (conv_out sees GN(h)); we apply it, as stage 1 does.
         return self.conv_out(F.silu(self.norm_out(h)))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, dict]:
-        """x in [-1, 1] -> (reconstruction, VQ loss averaged over branches, info with per-branch indices/usage)."""
+    def forward(self, x: Tensor, draw: Mapping[str, int] | None = None) -> tuple[Tensor, Tensor, dict]:
+        """x in [-1, 1] -> (reconstruction, VQ loss averaged over branches, info with per-branch indices/usage).
+
+        ``draw`` ({branch: k}, k = 1 for branches not named) also decodes the k-th-nearest codes of the detached
+        latents into ``info["draw"]``, as ``degrade`` does: a loss on it trains the decoder alone.
+        """
         z = self.encode(x)
         q, losses = {}, []
         info: dict[str, dict[str, Tensor]] = {"indices": {}, "perplexity": {}, "usage": {}}
@@ -257,6 +261,9 @@ class MultiScaleVQGAN(nn.Module):
             info["indices"][name] = idx
             perplexity, usage = code_usage(idx.detach(), self.n_embed)
             info["perplexity"][name], info["usage"][name] = perplexity, usage
+        if draw is not None:
+            drawn = self.quantize_latents({n: v.detach() for n, v in z.items()}, draw)
+            info["draw"] = self.decode({n: v.detach() for n, v in drawn.items()})
         return self.decode(q), torch.stack(losses).mean(), info
 
     @torch.no_grad()

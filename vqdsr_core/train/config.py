@@ -150,6 +150,9 @@ VQGAN_SCHEMA: dict[str, Any] = {
         "top_lr_weight": 0.25,
         "l1_weight": 1.0,
         "colour_weight": 0.0,  # L1 of 8x8 block means (losses.lowpass_l1): area colour fidelity; 0 = the paper
+        # the same L1 on a k-th-nearest draw's decoding (k_mid, k_bottom drawn per step by the paper's laws,
+        # degrade.vq.sample_vq), decoder only: draws add detail-scale artefacts, not colour shifts; 0 = the paper
+        "draw_colour_weight": 0.0,
         "perceptual_weight": 1.0,
         "codebook_weight": 1.0,
         "restart_dead_codes": 0,

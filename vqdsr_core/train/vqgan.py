@@ -284,8 +284,9 @@ class VQGANTask:
         x = x01 * 2 - 1
         gan_on = 0 <= st.disc_start <= step
         self.d.requires_grad_(False)
+        draw = self._draw(step) if self.stage == "multi" and st.draw_colour_weight else None
         with env.autocast():
-            xrec, l_vq, info = self.g_train(x)
+            xrec, l_vq, info = self.g_train(x, draw=draw)
             xrec = xrec.float()
             rec = st.l1_weight * (x - xrec).abs().mean()
             nll = rec
@@ -294,6 +295,10 @@ class VQGANTask:
                 l_c = st.colour_weight * lowpass_l1(xrec, x)
                 nll = nll + l_c
                 logs["l_colour"] = l_c.item()
+            if draw is not None:
+                l_dc = st.draw_colour_weight * lowpass_l1(info["draw"].float(), x)
+                nll = nll + l_dc
+                logs["l_draw_colour"] = l_dc.item()
             if self.lpips is not None:
                 l_p = st.perceptual_weight * self.lpips(x01, (xrec.clamp(-1, 1) + 1) / 2).mean()
                 nll = nll + l_p
@@ -317,6 +322,15 @@ class VQGANTask:
             env.step(l_d, self.optimizers["d"])
             logs["l_d"] = l_d.item()
         return logs
+
+    def _draw(self, step: int) -> dict[str, int]:
+        """This step's k's for the draw-colour term: the degradation's laws (top k = 1), seeded by (seed, step), so
+        every rank and a resumed run draw the same."""
+        from ..degrade.vq import sample_vq
+
+        k = sample_vq(np.random.default_rng((self.cfg["run"].seed, step)))
+        n = self.g.n_embed  # a codebook smaller than the laws' k (tiny test models): its farthest code
+        return {"mid": min(k["k_mid"], n), "bot": min(k["k_bottom"], n)}
 
     # ---- validation and samples
     def _eval_net(self) -> torch.nn.Module:
