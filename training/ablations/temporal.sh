@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Issue 13's recipe ablation: fine-tune the bundled default VSR model with one recipe change per row, same start,
 # steps, data and seed (training/README.md, "Temporal ablation"). Resumable: rerun the same command after a stop.
-#   training/ablations/temporal.sh ROW [ROW ...]      rows: l1 td still_td pp percep_td old_td old_percep_td old_td_holds old_td4_holds old_td_nousm nousm_holds nousm_td4_holds nousm_td8_holds7 nousm_td16_holds9 nousm_td8_holds7_lpips nousm_td8_holds7_lpips03 nousm_td16_holds9_lpips03 nousm_td4_holds_percep gan gan_td gan_td4_vq gan_td4_basic
+#   training/ablations/temporal.sh ROW [ROW ...]      (the rows: "rows=" below)
 # Environment: STEPS (600), THREADS (torch threads per run, 2), OUT (runs/abl), DATA (data/hr_clips), VAL (data/hr_val),
 #   INIT (the start: the bundled default; session 5's rows started from commit 551e866's file), VQGAN (the degrader
 #   of gan_td4_vq: the bundled one)
 set -euo pipefail
+rows="l1 td still_td pp percep_td old_td old_percep_td old_td_holds old_td4_holds old_td_nousm nousm_holds nousm_td4_holds nousm_td8_holds7 nousm_td16_holds9 nousm_td8_holds7_lpips nousm_td8_holds7_lpips03 nousm_td16_holds9_lpips03 nousm_td4_holds_percep gan gan_td gan_td4_vq gan_td4_basic"
 cd "$(dirname "$0")/../.."
 steps=${STEPS:-600}; threads=${THREADS:-2}; out=${OUT:-runs/abl}; data=${DATA:-data/hr_clips}; val=${VAL:-data/hr_val}
 init=${INIT:-vqdsr_core/weights_bundled/vqdsr_vsr_default.safetensors}
@@ -43,7 +44,7 @@ for row in "$@"; do
         gan_td4_vq) stage=gan; set_=(--set "gan.vqgan=$vqgan" --set gan.temporal_weight=4.0 "${old_media[@]}" --set data.hold_prob=0.5) ;;
         gan_td4_basic) stage=gan; set_=(--set 'gan.vqgan=""' --set gan.temporal_weight=4.0 "${old_media[@]}" --set data.hold_prob=0.5) ;;
         gan_td)    stage=gan; set_=(--set 'gan.vqgan=""' --set gan.temporal_weight=1.0) ;;
-        *) echo "temporal.sh: unknown row '$row' (l1 td still_td pp percep_td old_td old_percep_td old_td_holds old_td4_holds old_td_nousm nousm_holds nousm_td4_holds nousm_td8_holds7 nousm_td16_holds9 nousm_td8_holds7_lpips nousm_td8_holds7_lpips03 nousm_td16_holds9_lpips03 nousm_td4_holds_percep gan gan_td gan_td4_vq gan_td4_basic)" >&2; exit 2 ;;
+        *) echo "temporal.sh: unknown row '$row' ($rows)" >&2; exit 2 ;;
     esac
     # the same fine-tuning schedule in every row: from the default's weights, lr 1e-4 cosine to 0, EMA 0.99
     # (0.999 would still hold 55% of the start after 600 steps)
