@@ -133,7 +133,7 @@ def test_net_stage_temporal_losses_finetune_and_cosine(setup):
     args = ["--stage", "net", "--set", f"net.init={init}", "--set", "net.temporal_weight=1.0"]
     args += ["--set", "net.pingpong_weight=0.5", "--set", "net.lr_schedule=cosine", "--set", "net.total_iter=3"]
     args += ["--set", "net.perceptual_weight=0.1", "--set", "net.perceptual_layers.conv4_3=0"]
-    args += ["--set", "net.perceptual_layers.conv5_3=0", "--set", "net.lpips_weight=0.5"]
+    args += ["--set", "net.perceptual_layers.conv5_3=0", "--set", "net.lpips_weight=0.5", "--set", "net.lpips_frames=2"]
     assert train(cfg, run, *args) == 0
     rows = losses(run)
     assert {"l_pix", "l_temporal", "l_pingpong", "l_percep", "l_lpips"} <= set(rows[-1])
@@ -239,6 +239,21 @@ def test_still_stretch():
     assert torch.equal(still_stretch(hr, 3, 1.0), outs[3])  # seeded
     frac = sum(still_stretch(hr, s, 0.3) is not hr for s in range(400)) / 400
     assert 0.2 < frac < 0.4
+
+
+def test_lpips_frame_index_draws_a_reproducible_subset():
+    from vqdsr_core.train.checkpoint import rng_state, set_rng_state
+    from vqdsr_core.train.vsr import lpips_frame_index
+
+    assert lpips_frame_index(7, 0) == slice(None) and lpips_frame_index(7, 7) == slice(None)
+    state = rng_state()
+    draws = [lpips_frame_index(7, 2).tolist() for _ in range(200)]
+    assert all(len(d) == 2 and d[0] < d[1] and 0 <= d[0] and d[1] < 7 for d in draws)  # distinct, sorted, in range
+    assert len({f for d in draws for f in d}) == 7 and len({tuple(d) for d in draws}) > 15  # every frame, many pairs
+    set_rng_state(state)
+    assert [lpips_frame_index(7, 2).tolist() for _ in range(200)] == draws  # a resumed run draws the same frames
+    with pytest.raises(ValueError, match="lpips_frame_index: k must be >= 0"):
+        lpips_frame_index(7, -1)
 
 
 def test_held_frames_animate_on_twos_and_threes():

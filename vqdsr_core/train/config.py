@@ -36,6 +36,7 @@ _TEMPORAL: dict[str, Any] = {
     "temporal_weight": 0.0,  # Charbonnier on (SR_t - SR_t-1) - (GT_t - GT_t-1)
     "pingpong_weight": 0.0,  # train on the ping-pong clip (0..N-1..0); pull each frame's two outputs together
     "lpips_weight": 0.0,  # LPIPS-vgg (metrics.LPIPS: unit-normalised VGG16 features, learned lin heads) as a loss
+    "lpips_frames": 0,  # LPIPS on this many randomly drawn frames of each step's clips; 0 = every frame
 }
 # the per-iteration LR schedule of every stage (train.loop.lr_scheduler); the default, no milestones, is constant
 _SCHEDULE: dict[str, Any] = {
