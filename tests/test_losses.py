@@ -149,6 +149,23 @@ def test_temporal_difference_loss():
         losses.temporal_difference_loss(gt[:, :1], gt[:, :1])
 
 
+def test_temporal_difference_loss_hold_weight():
+    gt = torch.rand(1, 4, 3, 8, 8)
+    gt[:, 2] = gt[:, 1]  # frames 1 and 2 are one held drawing: pair (1, 2) is held, pairs (0, 1) and (2, 3) move
+    sr = gt + 0.05 * torch.rand(1, 4, 3, 8, 8)
+    err = ((sr[:, 1:] - sr[:, :-1]) - (gt[:, 1:] - gt[:, :-1])).abs().mean((2, 3, 4))[0]  # per pair, eps = 0
+    plain = losses.temporal_difference_loss(sr, gt, eps=0)
+    assert losses.temporal_difference_loss(sr, gt, eps=0, hold_weight=1.0).item() == pytest.approx(plain.item())
+    assert plain.item() == pytest.approx(err.mean().item(), rel=1e-5)
+    weighted = losses.temporal_difference_loss(sr, gt, eps=0, hold_weight=4.0).item()
+    assert weighted == pytest.approx(((err[0] + 4 * err[1] + err[2]) / 3).item(), rel=1e-5)
+    assert losses.temporal_difference_loss(sr, gt, eps=0, hold_weight=0.0).item() == pytest.approx(
+        ((err[0] + err[2]) / 3).item(), rel=1e-5
+    )
+    with pytest.raises(ValueError, match="hold_weight must be >= 0"):
+        losses.temporal_difference_loss(sr, gt, hold_weight=-1.0)
+
+
 def test_pingpong_clip_and_loss():
     clip = torch.arange(4.0).view(1, 4, 1, 1, 1).expand(1, 4, 3, 2, 2)
     pp = losses.pingpong_clip(clip)

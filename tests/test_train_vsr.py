@@ -131,7 +131,18 @@ def test_net_stage_temporal_losses_finetune_and_cosine(setup):
     init = base / "final.safetensors"
     run = tmp / "tl_run"
     args = ["--stage", "net", "--set", f"net.init={init}", "--set", "net.temporal_weight=1.0"]
-    args += ["--set", "net.pingpong_weight=0.5", "--set", "net.lr_schedule=cosine", "--set", "net.total_iter=3"]
+    args += [
+        "--set",
+        "net.temporal_hold_weight=4.0",
+        "--set",
+        "data.hold_prob=1.0",
+        "--set",
+        "net.pingpong_weight=0.5",
+        "--set",
+        "net.lr_schedule=cosine",
+        "--set",
+        "net.total_iter=3",
+    ]
     args += ["--set", "net.perceptual_weight=0.1", "--set", "net.perceptual_layers.conv4_3=0"]
     args += ["--set", "net.perceptual_layers.conv5_3=0", "--set", "net.lpips_weight=0.5", "--set", "net.lpips_frames=2"]
     assert train(cfg, run, *args) == 0

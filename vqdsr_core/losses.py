@@ -116,11 +116,22 @@ def _check_clips(func: str, a: Tensor, b: Tensor, min_frames: int = 2) -> None:
         )
 
 
-def temporal_difference_loss(sr: Tensor, gt: Tensor, eps: float = 1e-3) -> Tensor:
+def temporal_difference_loss(sr: Tensor, gt: Tensor, eps: float = 1e-3, hold_weight: float = 1.0) -> Tensor:
     """Charbonnier on (SR_t - SR_{t-1}) - (GT_t - GT_{t-1}) over clips (B, N, 3, H, W): the temporal error metric
-    as a loss; on a still stretch it is plain flicker, in motion it asks for the GT's change, not more or less."""
+    as a loss; on a still stretch it is plain flicker, in motion it asks for the GT's change, not more or less.
+
+    ``hold_weight`` scales the pairs whose GT frames are identical (a held drawing: there the whole term is
+    flicker); the result is the mean over all pairs, so 1 is the plain loss."""
     _check_clips("temporal_difference_loss", sr, gt)
-    return charbonnier((sr[:, 1:] - sr[:, :-1]) - (gt[:, 1:] - gt[:, :-1]), eps)
+    if hold_weight < 0:
+        raise ValueError(f"temporal_difference_loss: hold_weight must be >= 0, got {hold_weight}")
+    d_gt = gt[:, 1:] - gt[:, :-1]
+    err = (sr[:, 1:] - sr[:, :-1]) - d_gt
+    if hold_weight == 1:
+        return charbonnier(err, eps)
+    per_pair = torch.sqrt(err.float().square() + eps * eps).mean((2, 3, 4))  # (B, N-1)
+    held = d_gt.flatten(2).abs().amax(2) == 0
+    return (per_pair * torch.where(held, hold_weight, 1.0)).mean()
 
 
 def pingpong_clip(clip: Tensor) -> Tensor:

@@ -34,6 +34,7 @@ _RUN = {
 # losses of both VSR stages that neither reference has (vqdsr_core.losses); 0 = off, as in the papers
 _TEMPORAL: dict[str, Any] = {
     "temporal_weight": 0.0,  # Charbonnier on (SR_t - SR_t-1) - (GT_t - GT_t-1)
+    "temporal_hold_weight": 1.0,  # x the temporal term on held pairs (GT_t == GT_t-1: all of it is flicker)
     "pingpong_weight": 0.0,  # train on the ping-pong clip (0..N-1..0); pull each frame's two outputs together
     "lpips_weight": 0.0,  # LPIPS-vgg (metrics.LPIPS: unit-normalised VGG16 features, learned lin heads) as a loss
     "lpips_frames": 0,  # LPIPS on this many randomly drawn frames of each step's clips; 0 = every frame

@@ -301,7 +301,7 @@ class VSRTask:
         loss = st.l1_weight * F.l1_loss(sr.float(), target)
         logs["l_pix"] = loss.item()
         if st.temporal_weight:
-            l_t = st.temporal_weight * temporal_difference_loss(sr, target)
+            l_t = st.temporal_weight * temporal_difference_loss(sr, target, hold_weight=st.temporal_hold_weight)
             loss = loss + l_t
             logs["l_temporal"] = l_t.item()
         if st.pingpong_weight:
