@@ -316,3 +316,85 @@ def test_bundled_degrader_records_its_codebook_options():
     shapes = {k: tuple(v.shape) for k, v in z.items()}
     assert shapes == {"top": (1, 32, 2, 2), "mid": (1, 32, 4, 4), "bot": (1, 32, 8, 8)}
     assert torch.allclose(z["bot"].norm(dim=1), torch.ones(1, 8, 8), atol=1e-3)  # l2-normalised lookup latents
+
+
+def _locked(seed: int = 8) -> MultiScaleVQGAN:
+    torch.manual_seed(seed)
+    return MultiScaleVQGAN(**FAST, colour_lock=True).eval()
+
+
+def test_colour_lock_keeps_the_nearest_codes_colour_part(cartoon_tensor):
+    model = _locked()
+    x = cartoon_tensor(1, 32, 24, seed=3)
+    z = model.encode(x * 2 - 1)
+    k = {"top": 1, "mid": 4, "bot": 9}
+    raw = model.quantize_latents(z, k, colour_lock=False)
+    assert all(torch.equal(a, b) for a, b in zip(model.quantize_latents(z, k).values(), raw.values()))  # unfitted
+    basis = torch.linalg.qr(torch.randn(len(model.branches), 8, 3))[0]  # (branches, D, 3), orthonormal columns
+    model.colour_basis.copy_(basis)
+    locked = model.quantize_latents(z, k)
+    nearest = model.quantize_latents(z, {})
+
+    def along(b, v):  # coordinates of latents v (B, D, h, w) on the directions b (D, 3)
+        return torch.einsum("dc,bdhw->bchw", b, v)
+
+    def rest(b, v):  # what is left of v off those directions
+        return v - torch.einsum("dc,bchw->bdhw", b, along(b, v))
+
+    for i, name in enumerate(model.branches):
+        b = basis[i]
+        if k[name] == 1:  # k = 1 is never touched
+            assert torch.equal(locked[name], nearest[name])
+            continue
+        assert torch.allclose(along(b, locked[name]), along(b, nearest[name]), atol=1e-5)  # colour: the nearest's
+        assert torch.allclose(rest(b, locked[name]), rest(b, raw[name]), atol=1e-5)  # the rest: the drawn code's
+        assert not torch.allclose(locked[name], raw[name])
+    out = model.degrade(x, k_mid=4, k_bottom=9)
+    assert torch.allclose(out, model.decode(locked).clamp(-1, 1).add(1).div(2), atol=1e-6)
+    assert not torch.allclose(out, model.degrade(x, k_mid=4, k_bottom=9, colour_lock=False))
+    assert torch.equal(model.degrade(x), model.degrade(x, colour_lock=False))  # k = 1 everywhere: identical
+
+
+def test_fit_colour_lock_finds_the_directions_that_carry_colour(cartoon_tensor):
+    import torch.nn.functional as F
+
+    model = _locked()
+    gen = torch.Generator().manual_seed(0)
+
+    def encode(x):  # lookup latents whose axes 2, 5, 7 are exactly the pooled R, G, B: the rest is noise
+        out = {}
+        for name, s in zip(model.branches, (8, 4, 2), strict=True):
+            c = F.avg_pool2d((x + 1) / 2, s)
+            z = torch.randn(x.shape[0], 8, *c.shape[-2:], generator=gen)
+            z[:, [2, 5, 7]] = c * 3 + 0.5
+            out[name] = z
+        return out
+
+    model.encode = encode
+    images = list(cartoon_tensor(4, 32, 48, seed=4))
+    r2 = model.fit_colour_lock(images)
+    for i, name in enumerate(model.branches):
+        assert min(r2[name]) > 0.999
+        b = model.colour_basis[i]
+        torch.testing.assert_close(b.T @ b, torch.eye(3), atol=1e-5, rtol=0)  # orthonormal
+        proj = b @ b.T  # the projection onto the fitted directions: exactly axes 2, 5, 7
+        want = torch.zeros(8, 8)
+        want[[2, 5, 7], [2, 5, 7]] = 1
+        torch.testing.assert_close(proj, want, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="colour_lock=True first"):
+        MultiScaleVQGAN(**FAST).fit_colour_lock(images)
+    with pytest.raises(ValueError, match="no images"):
+        _locked().fit_colour_lock([])
+
+
+def test_colour_lock_travels_in_the_weight_file(tmp_path, cartoon_tensor):
+    from vqdsr_core.weights import load_model, save_weights
+
+    model = _locked()
+    model.colour_basis.copy_(torch.linalg.qr(torch.randn(3, 8, 3))[0])
+    cfg = {**FAST, "colour_lock": True}
+    path = save_weights(tmp_path / "locked.safetensors", model, arch="multiscale_vqgan", config=cfg)
+    loaded, _ = load_model(path, arch="multiscale_vqgan")
+    assert loaded.colour_lock and torch.equal(loaded.colour_basis, model.colour_basis)
+    x = cartoon_tensor(1, 16, 16, seed=5)
+    assert torch.equal(loaded.degrade(x, k_mid=3, k_bottom=9), model.degrade(x, k_mid=3, k_bottom=9))

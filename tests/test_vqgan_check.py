@@ -61,3 +61,31 @@ def test_command_prints_json_and_writes_the_strip(tmp_path, cartoon, capsys):
     assert (w, h) == (5 * 40, 40 * min(3, report["images"]))  # input | k=1 | three draws, one row per frame
     assert main(["check-vqgan", str(weights), str(tmp_path / "none")]) == 2
     assert "no images under" in capsys.readouterr().err
+
+
+def test_fit_vq_colour_writes_a_locked_file_whose_draws_keep_area_colours(tmp_path, cartoon, capsys):
+    from vqdsr_core.weights import load_model
+
+    torch.manual_seed(0)
+    weights = save_weights(tmp_path / "vq.safetensors", MultiScaleVQGAN(**CFG), arch="multiscale_vqgan", config=CFG)
+    for i, f in enumerate(cartoon(6, 40, 48, seed=3)):
+        save_png_atomic(f, tmp_path / "frames" / "clip" / f"{i:04d}.png")
+    out = tmp_path / "locked.safetensors"
+    assert main(["fit-vq-colour", str(weights), str(tmp_path / "frames"), "--out", str(out), "--images", "6"]) == 0
+    fit = json.loads(capsys.readouterr().out)
+    assert fit["frames"] == 6 and set(fit["r2"]) == {"top", "mid", "bot"}
+    locked, info = load_model(out, arch="multiscale_vqgan")
+    plain, _ = load_model(weights, arch="multiscale_vqgan")
+    assert info.config["colour_lock"] and "colour_lock" in info.extra and locked.colour_basis.abs().sum() > 0
+    images = [torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in cartoon(3, 24, 32, seed=1)]
+    x = torch.stack(images)
+    assert torch.equal(locked.degrade(x), plain.degrade(x))  # k = 1: the same network, the same reconstruction
+    assert torch.equal(
+        locked.degrade(x, k_mid=5, k_bottom=12, colour_lock=False), plain.degrade(x, k_mid=5, k_bottom=12)
+    )
+    on, off = check_vqgan(locked, images), check_vqgan(locked, images, colour_lock=False)
+    assert on["colour_lock"] and not off["colour_lock"] and on["psnr_y_k1"] == off["psnr_y_k1"]
+    assert set(on["psnr_rgb_area_degraded"]) == set(on["psnr_y_degraded"])
+    assert on["psnr_rgb_area_degraded"] != off["psnr_rgb_area_degraded"]
+    assert main(["fit-vq-colour", str(weights), str(tmp_path / "frames"), "--out", str(weights)]) == 2
+    assert "must not be the input file" in capsys.readouterr().err

@@ -64,12 +64,19 @@ def keep_low_frequencies(out: Tensor, src: Tensor, sigma: float) -> Tensor:
 
 
 def degrade_keep_colour(
-    vqgan: nn.Module, x: Tensor, k: tuple[int, int, int], keep_colour: float = 0.0, batch_size: int | None = None
+    vqgan: nn.Module,
+    x: Tensor,
+    k: tuple[int, int, int],
+    keep_colour: float = 0.0,
+    batch_size: int | None = None,
+    *,
+    colour_lock: bool = True,
 ) -> Tensor:
     """``vqgan.degrade`` of (N, 3, H, W) ``x`` in [0, 1] with the k-th nearest codes ``k`` = (top, mid, bottom) and
     the input's low-pass (``keep_colour`` px) kept; float in [0, 1], not quantised. The one VQ step of the
-    training pipeline, ``vsvqdsr.degrade``, ``vqdsr degrade`` and ``check-vqgan``."""
-    out = vqgan.degrade(x, k_top=k[0], k_mid=k[1], k_bottom=k[2], batch_size=batch_size)
+    training pipeline, ``vsvqdsr.degrade``, ``vqdsr degrade`` and ``check-vqgan``. ``colour_lock``: the model's
+    colour lock on the draws, when it has one (``MultiScaleVQGAN.fit_colour_lock``)."""
+    out = vqgan.degrade(x, k_top=k[0], k_mid=k[1], k_bottom=k[2], batch_size=batch_size, colour_lock=colour_lock)
     return keep_low_frequencies(out, x, keep_colour)
 
 

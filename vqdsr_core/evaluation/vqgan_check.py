@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..degrade.vq import check_keep_colour, degrade_keep_colour, keep_low_frequencies
@@ -32,17 +33,20 @@ def _draws(model: nn.Module) -> list[dict[str, int]]:
     return [{"k_top": min(m, n)} for _, m, _ in DRAWS]  # a top-only model: the middle branch's k on its only one
 
 
-def _crop8(x: Tensor) -> Tensor:
+def crop8(x: Tensor) -> Tensor:
+    """(..., H, W) cropped at the bottom/right to multiples of 8 (the VQGAN's total stride)."""
     h, w = (s // DOWN * DOWN for s in x.shape[-2:])
     return x[..., :h, :w]
 
 
 @torch.no_grad()
-def check_vqgan(model: nn.Module, images: Sequence[Tensor], keep_colour: float = 0.0) -> dict:
+def check_vqgan(model: nn.Module, images: Sequence[Tensor], keep_colour: float = 0.0, colour_lock: bool = True) -> dict:
     """Scores over ``images`` ((3, H, W) in [0, 1], at least 8x8): see the module docstring.
 
     ``keep_colour`` (px) is applied to the degradation draws as ``vq_degrade`` applies it; k=1 is scored both raw
-    and, when ``keep_colour`` > 0, with it.
+    and, when ``keep_colour`` > 0, with it. ``colour_lock``: draw with the model's colour lock when it has one.
+    Besides PSNR-Y, each draw gets the RGB PSNR of its 8x8 block means against the input's ("area colour": how far
+    the draw moves colours rather than adding artefacts).
     """
     keep_colour = check_keep_colour(keep_colour, "check_vqgan")
     if not images:
@@ -50,9 +54,10 @@ def check_vqgan(model: nn.Module, images: Sequence[Tensor], keep_colour: float =
     model = model.eval()
     dev = next(model.parameters()).device
     rec, rec_rgb, rec_kept, deg = [], [], [], [[] for _ in _draws(model)]
+    area = [[] for _ in _draws(model)]
     picked: dict[str, list[Tensor]] = {b: [] for b in model.branches}
     for img in images:
-        x = _crop8(img[None].to(dev, torch.float32))
+        x = crop8(img[None].to(dev, torch.float32))
         if min(x.shape[-2:]) < DOWN:
             raise ValueError(f"check_vqgan: images must be at least {DOWN}x{DOWN}, got {tuple(img.shape)}")
         out, _, _ = model(x * 2 - 1)
@@ -61,8 +66,10 @@ def check_vqgan(model: nn.Module, images: Sequence[Tensor], keep_colour: float =
         rec_rgb.append(psnr_rgb(out, x))
         if keep_colour:
             rec_kept.append(psnr_y(keep_low_frequencies(out, x, keep_colour), x, crop=0))
-        for scores, kw in zip(deg, _draws(model)):
-            scores.append(psnr_y(_degrade(model, x, kw, keep_colour), x, crop=0))
+        for scores, area_scores, kw in zip(deg, area, _draws(model), strict=True):
+            y = _degrade(model, x, kw, keep_colour, colour_lock)
+            scores.append(psnr_y(y, x, crop=0))
+            area_scores.append(psnr_rgb(F.avg_pool2d(y, DOWN), F.avg_pool2d(x, DOWN)))
         z = model.encode(x * 2 - 1)
         for b in model.branches:
             flat = z[b].permute(0, 2, 3, 1).reshape(-1, z[b].shape[1])
@@ -78,13 +85,15 @@ def check_vqgan(model: nn.Module, images: Sequence[Tensor], keep_colour: float =
         "psnr_rgb_k1": float(np.mean(rec_rgb)),
         **({"keep_colour": keep_colour, "psnr_y_k1_keep_colour": float(np.mean(rec_kept))} if keep_colour else {}),
         "psnr_y_degraded": {_name(kw): float(np.mean(s)) for kw, s in zip(_draws(model), deg)},
+        "psnr_rgb_area_degraded": {_name(kw): float(np.mean(s)) for kw, s in zip(_draws(model), area)},
+        "colour_lock": bool(colour_lock and getattr(model, "colour_lock", False)),
         "branches": branches,
     }
 
 
-def _degrade(model: nn.Module, x: Tensor, kw: dict[str, int], keep_colour: float) -> Tensor:
+def _degrade(model: nn.Module, x: Tensor, kw: dict[str, int], keep_colour: float, colour_lock: bool = True) -> Tensor:
     k = tuple(kw.get(name, 1) for name in ("k_top", "k_mid", "k_bottom"))  # a top-only model has k_top alone
-    return degrade_keep_colour(model, x, k, keep_colour).float()
+    return degrade_keep_colour(model, x, k, keep_colour, colour_lock=colour_lock).float()
 
 
 def _name(kw: dict[str, int]) -> str:
@@ -92,8 +101,11 @@ def _name(kw: dict[str, int]) -> str:
 
 
 @torch.no_grad()
-def sample_strip(model: nn.Module, images: Sequence[Tensor], size: int = 160, keep_colour: float = 0.0) -> np.ndarray:
-    """Rows of centre crops, (H, W, 3) uint8: input | k = 1 reconstruction | each of ``DRAWS`` (``keep_colour``)."""
+def sample_strip(
+    model: nn.Module, images: Sequence[Tensor], size: int = 160, keep_colour: float = 0.0, colour_lock: bool = True
+) -> np.ndarray:
+    """Rows of centre crops, (H, W, 3) uint8: input | k = 1 reconstruction | each of ``DRAWS`` (``keep_colour``,
+    ``colour_lock``)."""
     dev = next(model.parameters()).device
     rows = []
     for img in images:
@@ -102,7 +114,8 @@ def sample_strip(model: nn.Module, images: Sequence[Tensor], size: int = 160, ke
         top, left = (h - s) // 2, (w - s) // 2
         x = img[None, :, top : top + s, left : left + s].to(dev, torch.float32)
         out, _, _ = model(x * 2 - 1)
-        parts = [x, (out.float().clamp(-1, 1) + 1) / 2] + [_degrade(model, x, kw, keep_colour) for kw in _draws(model)]
+        draws = [_degrade(model, x, kw, keep_colour, colour_lock) for kw in _draws(model)]
+        parts = [x, (out.float().clamp(-1, 1) + 1) / 2, *draws]
         rows.append(torch.cat(parts, dim=-1)[0])
     strip = torch.cat(rows, dim=-2) if len({r.shape for r in rows}) == 1 else rows[0]
     return strip.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()

@@ -19,7 +19,7 @@ lookup space is the latent itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -126,6 +126,7 @@ class MultiScaleVQGAN(nn.Module):
         codebook_dim: int = 0,
         l2_codes: bool = False,
         ema_decay: float = 0.0,
+        colour_lock: bool = False,
     ) -> None:
         super().__init__()
         if width < 32 or width % 32:
@@ -185,6 +186,9 @@ class MultiScaleVQGAN(nn.Module):
             )  # fmt: skip
         self.norm_out = norm(c)
         self.conv_out = conv3(c, 3)
+        self.colour_lock = bool(colour_lock)
+        if self.colour_lock:  # per branch, an orthonormal basis (D, 3) of the lookup directions that carry colour
+            self.register_buffer("colour_basis", torch.zeros(len(self.branches), self.quantize.dim, 3))
 
     @property
     def quantize(self) -> VectorQuantizer:
@@ -224,10 +228,59 @@ class MultiScaleVQGAN(nn.Module):
             z["bot"] = self.enc_bot(f2)  # (B, E, H/2, W/2)
         return {name: self.quantize.to_lookup(v) for name, v in z.items()}  # (B, D, h, w)
 
-    def quantize_latents(self, z: Mapping[str, Tensor], k: Mapping[str, int] | None = None) -> dict[str, Tensor]:
-        """Replace each branch's latent by its k-th nearest code (default k=1, plain VQ; no gradient)."""
+    def quantize_latents(
+        self, z: Mapping[str, Tensor], k: Mapping[str, int] | None = None, colour_lock: bool = True
+    ) -> dict[str, Tensor]:
+        """Replace each branch's latent by its k-th nearest code (default k=1, plain VQ; no gradient).
+
+        With a fitted colour lock (``fit_colour_lock``) and ``colour_lock``, a drawn code (k > 1) keeps the nearest
+        code's component along its branch's colour directions: the draw changes texture and artefacts, not the
+        colour of the area it covers. k = 1 is never changed.
+        """
         k = dict(k or {})
-        return {name: self.quantize.kth_nearest(z[name], k.get(name, 1)) for name in self.branches}
+        out = {}
+        for i, name in enumerate(self.branches):
+            kb = k.get(name, 1)
+            q = self.quantize.kth_nearest(z[name], kb)
+            if kb > 1 and colour_lock and self.colour_lock:
+                basis = self.colour_basis[i].to(q.dtype)  # (D, 3)
+                delta = self.quantize.kth_nearest(z[name], 1) - q  # (B, D, h, w)
+                q = q + torch.einsum("dc,bchw->bdhw", basis, torch.einsum("dc,bdhw->bchw", basis, delta))
+            out[name] = q
+        return out
+
+    @torch.no_grad()
+    def fit_colour_lock(self, images: Iterable[Tensor]) -> dict[str, list[float]]:
+        """Fit the colour lock on LQ frames ((3, H, W) in [0, 1], H and W multiples of 8, the training corpus).
+
+        Per branch, a least-squares map from the latent (lookup space) to the mean colour of the input pixels under
+        it (8/4/2 px); the orthonormal basis of its three directions is stored. Returns the fit's R^2 per branch
+        and channel (R, G, B).
+        """
+        if not self.colour_lock:
+            raise ValueError("MultiScaleVQGAN.fit_colour_lock: build the model with colour_lock=True first")
+        strides = dict(zip(BRANCHES, (8, 4, 2), strict=True))
+        lat: dict[str, list[Tensor]] = {b: [] for b in self.branches}
+        col: dict[str, list[Tensor]] = {b: [] for b in self.branches}
+        ref = self.conv_in.weight
+        for img in images:
+            x = img[None].to(ref.device, ref.dtype)
+            z = self.encode(x * 2 - 1)
+            for b in self.branches:
+                lat[b].append(z[b][0].flatten(1).T.float())  # (h*w, D)
+                col[b].append(F.avg_pool2d(x.float(), strides[b])[0].flatten(1).T)  # (h*w, 3)
+        if not lat["top"]:
+            raise ValueError("MultiScaleVQGAN.fit_colour_lock: no images")
+        r2 = {}
+        for i, b in enumerate(self.branches):
+            zb, cb = torch.cat(lat[b]), torch.cat(col[b])
+            za = torch.cat([zb, torch.ones(len(zb), 1, device=zb.device)], 1)
+            sol = torch.linalg.lstsq(za.cpu(), cb.cpu()).solution  # (D + 1, 3): latent -> colour, with a bias
+            res = (za.cpu() @ sol - cb.cpu()).pow(2).sum(0)
+            r2[b] = (1 - res / (cb.cpu() - cb.cpu().mean(0)).pow(2).sum(0).clamp_min(1e-12)).tolist()
+            basis, _ = torch.linalg.qr(sol[:-1])  # (D, 3)
+            self.colour_basis[i] = basis.to(self.colour_basis)
+        return r2
 
     def decode(self, q: Mapping[str, Tensor]) -> Tensor:
         """Quantised latents (keys as from ``encode``) -> image (B, 3, H, W), roughly in [-1, 1] (not clamped)."""
@@ -268,13 +321,20 @@ class MultiScaleVQGAN(nn.Module):
 
     @torch.no_grad()
     def degrade(
-        self, x01: Tensor, k_top: int = 1, k_mid: int = 1, k_bottom: int = 1, batch_size: int | None = None
+        self,
+        x01: Tensor,
+        k_top: int = 1,
+        k_mid: int = 1,
+        k_bottom: int = 1,
+        batch_size: int | None = None,
+        colour_lock: bool = True,
     ) -> Tensor:
         """VQ degradation: (B, 3, H, W) in [0, 1] -> reconstruction through the k-th nearest codes, in [0, 1].
 
         Any H, W: replicate-padded to a multiple of 8 and cropped back. Runs on the model's device/dtype and returns
         the input's. ``batch_size`` bounds how many frames go through at once. No gradient; call ``eval()`` first
-        when the model has dropout.
+        when the model has dropout. ``colour_lock``: use the fitted colour lock on the draws (see
+        ``quantize_latents``); no effect on a model without one.
         """
         if x01.dim() != 4 or x01.shape[1] != 3:
             raise ValueError(f"MultiScaleVQGAN.degrade: expected (B, 3, H, W) in [0, 1], got {tuple(x01.shape)}")
@@ -290,7 +350,10 @@ class MultiScaleVQGAN(nn.Module):
         h, w = x01.shape[-2:]
         x = x01.to(ref.device, ref.dtype) * 2 - 1
         x = F.pad(x, (0, -w % DOWN, 0, -h % DOWN), mode="replicate")
-        outs = [self.decode(self.quantize_latents(self.encode(part), k)) for part in x.split(batch_size or len(x))]
+        outs = [
+            self.decode(self.quantize_latents(self.encode(part), k, colour_lock))
+            for part in x.split(batch_size or len(x))
+        ]
         y = torch.cat(outs)[..., :h, :w].clamp(-1, 1)
         return ((y + 1) / 2).to(x01.device, x01.dtype)
 
@@ -308,7 +371,9 @@ class MultiScaleVQGAN(nn.Module):
             if n in own and v.shape != own[n].shape
         )
         uncovered = sorted(
-            n for n in own if n not in state and not n.startswith(("enc_mid.", "dec_mid.", "enc_bot.", "dec_bot."))
+            n
+            for n in own
+            if n not in state and not n.startswith(("enc_mid.", "dec_mid.", "enc_bot.", "dec_bot.", "colour_basis"))
         )
         if homeless or wrong or uncovered:
             raise ValueError(
