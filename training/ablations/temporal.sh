@@ -6,7 +6,7 @@
 #   INIT (the start: the bundled default; session 5's rows started from commit 551e866's file), VQGAN (the degrader
 #   of gan_td4_vq: the bundled one)
 set -euo pipefail
-rows="l1 td still_td pp percep_td old_td old_percep_td old_td_holds old_td4_holds old_td_nousm nousm_holds nousm_td4_holds nousm_td8_holds7 nousm_td16_holds9 nousm_td8_holds7_lpips nousm_td8_holds7_lpips03 nousm_td16_holds9_lpips03 nousm_td8_holds7_lpips03_f2 nousm_td8_holds7_lpips03_f2_hw4 nousm_td4_holds_percep gan gan_td gan_td4_vq gan_td4_basic"
+rows="l1 td still_td pp percep_td old_td old_percep_td old_td_holds old_td4_holds old_td_nousm nousm_holds nousm_td4_holds nousm_td8_holds7 nousm_td16_holds9 nousm_td8_holds7_lpips nousm_td8_holds7_lpips03 nousm_td16_holds9_lpips03 nousm_td8_holds7_lpips03_f2 nousm_td8_holds7_lpips03_f2_hw4 nousm_td4_holds_percep gan gan_td gan_td4_vq gan_td4_vq_lock gan_td4_basic"
 cd "$(dirname "$0")/../.."
 steps=${STEPS:-600}; threads=${THREADS:-2}; out=${OUT:-runs/abl}; data=${DATA:-data/hr_clips}; val=${VAL:-data/hr_val}
 init=${INIT:-vqdsr_core/weights_bundled/vqdsr_vsr_default.safetensors}
@@ -46,6 +46,8 @@ for row in "$@"; do
         gan)       stage=gan; set_=(--set 'gan.vqgan=""') ;;
         # issue 14's pair (paper Table 2 at CPU scale): the shipped recipe's GAN stage, VQ degradation vs basic only
         gan_td4_vq) stage=gan; set_=(--set "gan.vqgan=$vqgan" --set gan.temporal_weight=4.0 "${old_media[@]}" --set data.hold_prob=0.5) ;;
+        # session 9: the same with the colour-locked degrader's raw draws (keep_colour 0), the paper's raw path
+        gan_td4_vq_lock) stage=gan; set_=(--set "gan.vqgan=$vqgan" --set gan.temporal_weight=4.0 "${old_media[@]}" --set data.hold_prob=0.5 --set degrade.vq_keep_colour=0.0) ;;
         gan_td4_basic) stage=gan; set_=(--set 'gan.vqgan=""' --set gan.temporal_weight=4.0 "${old_media[@]}" --set data.hold_prob=0.5) ;;
         gan_td)    stage=gan; set_=(--set 'gan.vqgan=""' --set gan.temporal_weight=1.0) ;;
         *) echo "temporal.sh: unknown row '$row' ($rows)" >&2; exit 2 ;;
