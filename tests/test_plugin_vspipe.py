@@ -110,9 +110,9 @@ def test_degrade_vpy_with_the_bundled_model_through_vspipe(files):
     src = run_source(video)
     kept = np.mean([_psnr8(a, b) for a, b in zip(outs["2", "1"], src)])
     raw = np.mean([_psnr8(a, b) for a, b in zip(outs["0", "8"], src)])
-    # colours kept: closer to the source than the raw round trip under the same draws; measured 23.9 vs 22.8 dB
-    # with the session-7 degrader (session 6: 23.7 vs 22.1)
-    assert kept > raw + 0.5 and raw > 21, (kept, raw)
+    # colours kept: closer to the source than the raw round trip under the same draws. The session-9 colour lock
+    # keeps the raw draws' colours too: measured 24.2 vs 23.7 dB (the session-7 degrader without it: 23.9 vs 22.8)
+    assert kept > raw + 0.2 and raw > 23.2, (kept, raw)
 
 
 def run_source(video) -> list[np.ndarray]:
