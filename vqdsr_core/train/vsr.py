@@ -208,6 +208,8 @@ class VSRTask:
 
             layers = {k: v for k, v in st.perceptual_layers.items() if v}
             self.percep = PerceptualLoss(layer_weights=layers).to(dev)
+        if st.temporal_hold_weight < 0:
+            raise ValueError(f"config: {stage}.temporal_hold_weight must be >= 0, got {st.temporal_hold_weight}")
         self.lpips = None
         if st.lpips_weight:
             from ..metrics import LPIPS
