@@ -117,8 +117,8 @@ def test_default_weights_are_the_bundled_degrader(cartoon_module):
     assert info.arch == "multiscale_vqgan"
     clip = clip_from_frames(cartoon_module(1, 128, 192, seed=5))
     src = render(clip)[0]
-    kept = render(vsvqdsr.degrade(clip, k_mid=1, k_bottom=1))[0]  # keep_colour=2 by default
-    raw = render(vsvqdsr.degrade(clip, k_mid=1, k_bottom=1, keep_colour=0))[0]
+    kept = render(vsvqdsr.degrade(clip, k_mid=1, k_bottom=1, keep_colour=2))[0]
+    raw = render(vsvqdsr.degrade(clip, k_mid=1, k_bottom=1))[0]  # keep_colour=0 (the raw path) by default
     far = render(vsvqdsr.degrade(clip, k_mid=10, k_bottom=50))[0]
     assert kept.shape == src.shape == (3, 128, 192)
     # measured: 24.8 dB kept and 23.7 raw on this synthetic cel (the session-6 degrader: 24.0 and 22.2; session 5:

@@ -52,7 +52,7 @@ K_BOTTOM: KRange = (1, 50)  # VQD-SR: bottom <= 50
 SEED = 0
 PER = "clip"
 PERS = ("clip", "frame")
-KEEP_COLOUR = 2.0  # px; suits the bundled degrader
+KEEP_COLOUR = 0.0  # px; 0 = the raw reconstruction (paper), right for the bundled, colour-locked degrader
 
 
 def check_k(name: str, k: object, func: str) -> tuple[int, int]:

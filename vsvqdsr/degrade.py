@@ -42,7 +42,8 @@ def degrade(
     k_top, k_mid, k_bottom: an int k (k-th nearest code) or an inclusive (lo, hi) range drawn uniformly.
     seed, per: ranges are drawn once for the clip (per="clip") or for every frame (per="frame") from (seed, n).
     keep_colour: sigma (px) of the input's Gaussian low-pass kept under the reconstruction, so colours and shading
-        stay and only finer detail is degraded; 0 = the raw reconstruction (paper). 2 suits the bundled model.
+        stay and only finer detail is degraded; 0 = the raw reconstruction (paper, the default: the bundled model
+        meets 30 dB and its colour lock keeps the draws' colours); about 2 for a degrader without either.
     device, precision: as in ``upscale`` (precision defaults to fp32: the nearest-code search is precision-sensitive).
     matrix: YUV matrix when the clip's ``_Matrix`` is unknown.
     """
