@@ -290,3 +290,44 @@ def test_priming_is_kept_by_weight_files_and_calms_a_cold_start(tmp_path, cartoo
     plain = RecurrentVSRNet(**{k: v for k, v in info.config.items() if k != "prime_steps"})
     plain.load_state_dict(model.state_dict())
     assert first_change(primed) < 0.25 * first_change(plain)
+
+
+@pytest.mark.parametrize("feedback", [False, True])
+def test_single_frame_makes_every_frame_alone_in_any_order(cartoon_tensor, feedback):
+    """single_frame: each output is the cell on (LR_t, LR_t, LR_t) from a zero state, whatever came before."""
+    clip = list(cartoon_tensor(4, 18, 22))
+    model = RecurrentVSRNet(num_feat=8, num_block=(2, 1, 1), feedback=feedback, prime_steps=2, single_frame=True)
+    torch.manual_seed(0)
+    for p in model.parameters():  # a non-zero state would show in the output
+        p.data.normal_(0, 0.1)
+    up = SequentialUpscaler(model)
+    alone = []
+    for x in clip:
+        up.reset()
+        padded = up.prepare(x)
+        state, prev_sr = model.init_state(padded)
+        with torch.no_grad():
+            sr = model.cell(padded, padded, padded, state, prev_sr)[0]
+        alone.append(sr[0, :, : 72, : 88].clamp(0, 1))
+    linear = upscale_frames(up, clip)
+    shuffled = {t: up.step(clip[(t + 2) % 4], clip[t], clip[(t + 3) % 4])[0] for t in (3, 1, 0, 2)}
+    with torch.no_grad():
+        seq = model(torch.stack(clip)[None])[0].clamp(0, 1)
+    for t in range(4):
+        torch.testing.assert_close(linear[t], alone[t], atol=1e-5, rtol=0)
+        assert torch.equal(shuffled[t], linear[t])  # other neighbours and history change nothing
+        torch.testing.assert_close(seq[t], alone[t], atol=1e-5, rtol=0)  # training's forward is the same
+    recurrent = SequentialUpscaler(model, single_frame=False)  # the override runs the file recurrently
+    assert not torch.allclose(upscale_frames(recurrent, clip)[2], linear[2], atol=1e-3)
+
+
+def test_single_frame_is_kept_by_weight_files_and_checked(tmp_path):
+    model = RecurrentVSRNet(num_feat=8, num_block=(2, 1, 1), single_frame=True)
+    cfg = {"num_feat": 8, "num_block": [2, 1, 1], "single_frame": True}
+    save_weights(tmp_path / "single.safetensors", model, arch="vqdsr_vsr", config=cfg)
+    assert load_model(tmp_path / "single.safetensors", arch="vqdsr_vsr")[0].single_frame is True
+    assert SequentialUpscaler.from_weights(tmp_path / "single.safetensors", device="cpu").single_frame is True
+    with pytest.raises(ValueError, match="single_frame must be True or False"):
+        RecurrentVSRNet(num_feat=8, num_block=(2, 1, 1), single_frame=1)
+    with pytest.raises(ValueError, match="Up: single_frame must be True, False or None"):
+        SequentialUpscaler(model, single_frame="yes", func="Up")

@@ -121,6 +121,31 @@ def test_seek_tolerance_with_a_trained_model(cartoon, trained_folder):
     assert min(psnr(g, linear[n]) for g, n in zip(got, [24, 28, 29])) > 45
 
 
+def test_single_frame_runs_every_frame_alone_in_any_order(weights, cartoon, tmp_path):
+    """single_frame (the file's config or the option): frame n from LR n alone, exact in any order, no warm-up."""
+    from vqdsr_core.weights import read_weights, save_weights
+
+    frames = cartoon(8, 16, 16, seed=4, motion=2)
+    state, info = read_weights(weights)
+    single = save_weights(tmp_path / "single.safetensors", state, arch=info.arch,
+                          config={**info.config, "single_frame": True})  # fmt: skip
+    model, _ = load_model(single)
+    up = SequentialUpscaler(model)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    alone = [up.step(f, f, f)[0].numpy() for f in x]
+    clip = clip_from_frames(frames)
+    by_file = vsvqdsr.upscale(clip, weights=str(single), precision="fp32")
+    by_option = vsvqdsr.upscale(clip, weights=str(weights), precision="fp32", single_frame=True)
+    order = [7, 2, 5, 0, 3, 6, 1, 4]
+    for out in (by_file, by_option):
+        for n, got in enumerate(render(out, order)):  # requested in that order, returned by frame number
+            assert np.abs(got - alone[n]).max() <= 0.5 / 255, n
+    linear = render(vsvqdsr.upscale(clip, weights=str(single), precision="fp32", single_frame=False))
+    assert psnr(linear[5], render(by_file, [5])[0]) < 60  # the override runs the same file recurrently
+    with pytest.raises(vs.Error, match=r"vsvqdsr\.upscale: single_frame must be None, True or False, got 1"):
+        vsvqdsr.upscale(clip, weights=str(weights), single_frame=1)
+
+
 def test_scene_cut_resets_state(weights, cartoon):
     a, b = cartoon(6, 16, 24, seed=1), cartoon(6, 16, 24, seed=2)
     joined = clip_from_frames(np.concatenate([a, b]))

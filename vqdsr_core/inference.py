@@ -118,6 +118,7 @@ class SequentialUpscaler:
         tile_pad: int = CELL_RECEPTIVE_RADIUS,
         channels_last: bool = True,
         compile: bool = False,
+        single_frame: bool | None = None,
         func: str = "SequentialUpscaler",
     ) -> None:
         self.func = func  # the public name in error messages
@@ -134,6 +135,10 @@ class SequentialUpscaler:
         self.model = model.to(device=self.device, dtype=dtype, memory_format=self.memory_format).eval()
         self.feedback = bool(model.feedback)
         self.prime_steps = int(getattr(model, "prime_steps", 0))
+        if single_frame is not None and not isinstance(single_frame, bool):
+            raise ValueError(f"{func}: single_frame must be True, False or None, got {single_frame!r}")
+        # RecurrentVSRNet.single_frame: every frame alone, from a zero state on (t, t, t); None = the model's own
+        self.single_frame = bool(getattr(model, "single_frame", False)) if single_frame is None else single_frame
         self.tile = None if tile is None else (_round_up(int(tile[0]), MODULUS), _round_up(int(tile[1]), MODULUS))
         self.tile_pad = _round_up(int(tile_pad), MODULUS)
         self.cell_fn: CellFn = self.model.cell  # replaced by a compiled cell (TensorRT) when asked
@@ -245,9 +250,12 @@ class SequentialUpscaler:
         """
         if not prepared:
             prev, cur, nxt = (self.prepare(x) for x in (prev, cur, nxt))
+        if self.single_frame:
+            prev = nxt = cur
+            self.state = None
         if self.state is None:
             self._init_state(cur)
-            for _ in range(self.prime_steps):  # RecurrentVSRNet.prime_steps: the state sees the first window first
+            for _ in range(0 if self.single_frame else self.prime_steps):  # the state sees the first window first
                 self._advance(prev, cur, nxt)
         sr = self._advance(prev, cur, nxt)
         self.frames_since_reset += 1

@@ -11,6 +11,9 @@ almost every consecutive pair arrives swapped). ``_Recurrence`` serialises the m
 
 A scene cut at t resets the state before t, and the neighbour across the cut is replaced by frame t itself.
 Linear renders are therefore bit-identical to one single-threaded pass at any thread count.
+
+A single-frame model (``RecurrentVSRNet.single_frame``, or ``single_frame=True``) needs none of that: ``_EachFrame``
+makes every frame from itself alone, so any request order is exact.
 """
 
 from __future__ import annotations
@@ -123,6 +126,27 @@ class _Recurrence:
         return sr
 
 
+class _EachFrame:
+    """Frame layer for single-frame runs: frame n from LR n alone; one model call at a time."""
+
+    def __init__(self, up: Any) -> None:
+        self.up = up
+        self.lock = threading.Lock()
+        self.buf: Any = None  # the prepared input, reused
+        self.stats = {"steps": 0}
+
+    def __call__(self, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        blank = f[0]
+        fout = core.create_video_frame(blank.format, blank.width, blank.height)
+        fout.props.update(blank.props)
+        with self.lock:
+            self.buf = cur = self.up.prepare(fr.read_planes(f[1]), out=self.buf)
+            out = self.up.step(cur, cur, cur, prepared=True)[0].to("cpu")  # a fresh tensor (step clamps)
+            self.stats["steps"] += 1
+        fr.write_tensor(fout, out)
+        return fout
+
+
 def upscale(
     clip: vs.VideoNode,
     /,
@@ -144,6 +168,7 @@ def upscale(
     scale: float = 4,
     width: int | None = None,
     height: int | None = None,
+    single_frame: bool | None = None,
 ) -> vs.VideoNode:
     """Upscale ``clip`` x4 in width and height with the recurrent VQD-SR / AnimeSR net (see the README).
 
@@ -162,6 +187,9 @@ def upscale(
         ~10 s from inductor's cache, faster frames after that: for long encodes; eager without a C++ compiler).
     scale, width, height: output size: ``scale`` x (at most 4) or a width and/or height (one alone keeps the aspect
         ratio); the net runs at x4, then ``resize.Lanczos`` (3 taps) down to that size.
+    single_frame: None = as the weight file says (the bundled default: True); True = every frame from itself alone
+        (window t, t, t, zero state: exact in any order, so warmup, max_gap, cache_frames, strict and scene_change
+        do nothing); False = recurrent, the paper's way.
     """
     clip = fr.check_clip(clip, FUNC, min_size=4)
     _check_int("warmup", warmup, 0)
@@ -175,6 +203,8 @@ def upscale(
     for name, val in (("strict", strict), ("scene_change", scene_change), ("trt", trt), ("compile", compile)):
         if not isinstance(val, bool):
             raise fr.error(FUNC, f"{name} must be True or False, got {val!r}")
+    if single_frame is not None and not isinstance(single_frame, bool):
+        raise fr.error(FUNC, f"single_frame must be None, True or False, got {single_frame!r}")
     if tile is not None:
         if (
             not isinstance(tile, list | tuple)
@@ -186,22 +216,25 @@ def upscale(
     size = fr.check(FUNC, output_size, clip.width, clip.height, scale=scale, width=width, height=height,
                     mod=(ss_w, ss_h), func=FUNC)  # fmt: skip
     work = fr.to_working_rgb(clip, FUNC, matrix=matrix)
-    up = _load_upscaler(weights, device, precision, tile, tile_pad, compile and not trt)
+    up = _load_upscaler(weights, device, precision, tile, tile_pad, compile and not trt, single_frame)
     if trt:
         _compile(up, clip)
-    threads = core.num_threads
-    src = with_scene_difference(work.rgb) if scene_change else work.rgb
-    runner = _Recurrence(
-        up,
-        src,
-        warmup=warmup,
-        max_gap=max_gap if max_gap is not None else max(2 * warmup, 2 * threads + 8),
-        cache_frames=cache_frames if cache_frames is not None else max(8, 2 * threads + 4),
-        strict=strict,
-        threshold=sc_threshold if scene_change else None,
-    )
     blank = core.std.BlankClip(work.rgb, width=clip.width * 4, height=clip.height * 4, keep=True)
-    out = core.std.ModifyFrame(blank, [blank, src], runner)
+    if up.single_frame:
+        out = core.std.ModifyFrame(blank, [blank, work.rgb], _EachFrame(up))
+    else:
+        threads = core.num_threads
+        src = with_scene_difference(work.rgb) if scene_change else work.rgb
+        runner = _Recurrence(
+            up,
+            src,
+            warmup=warmup,
+            max_gap=max_gap if max_gap is not None else max(2 * warmup, 2 * threads + 8),
+            cache_frames=cache_frames if cache_frames is not None else max(8, 2 * threads + 4),
+            strict=strict,
+            threshold=sc_threshold if scene_change else None,
+        )
+        out = core.std.ModifyFrame(blank, [blank, src], runner)
     if size == (blank.width, blank.height):
         return work.back(out)
     out = work.back(core.resize.Lanczos(out, size[0], size[1], filter_param_a=3))
@@ -231,14 +264,16 @@ def _check_int(name: str, val: Any, lo: int) -> None:
         raise fr.error(FUNC, f"{name} must be an int >= {lo}, got {val!r}")
 
 
-def _load_upscaler(weights: Any, device: str, precision: str, tile: Any, tile_pad: int, compile: bool) -> Any:
+def _load_upscaler(
+    weights: Any, device: str, precision: str, tile: Any, tile_pad: int, compile: bool, single_frame: bool | None
+) -> Any:
     from vqdsr_core.inference import SequentialUpscaler
     from vqdsr_core.weights import resolve_weights
 
     def load() -> Any:  # WeightsError and bad device/precision are ValueErrors
         return SequentialUpscaler.from_weights(
             resolve_weights(weights, "vsr"), device=device, precision=precision, func=FUNC,
-            tile=None if tile is None else tuple(tile), tile_pad=tile_pad, compile=compile,
+            tile=None if tile is None else tuple(tile), tile_pad=tile_pad, compile=compile, single_frame=single_frame,
         )  # fmt: skip
 
     return fr.check(FUNC, load)

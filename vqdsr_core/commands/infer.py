@@ -79,6 +79,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=_tile, default=None, help="LR tile WxH for large frames (default: whole frame)")
     p.add_argument("--tile-pad", type=int, default=24, help="tile context in LR pixels (24 = exact; default 24)")
     p.add_argument("--sc-threshold", type=float, default=0.1, help="scene-cut threshold; < 0 disables (default 0.1)")
+    p.add_argument(
+        "--single-frame",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="every frame from itself alone (--no-single-frame: recurrent); default: as the weight file says",
+    )
     p.add_argument("--codec", default="libx264", choices=["libx264", "libx265"], help="encoder (default libx264)")
     p.add_argument("--crf", type=int, default=16, help="encoder CRF (default 16)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
@@ -195,6 +201,7 @@ def _upscale(args: argparse.Namespace) -> int:
         func=func,
         tile=args.tile,
         tile_pad=args.tile_pad,
+        single_frame=args.single_frame,
     )
     total = min(filter(None, (src.frames, args.max_frames)), default=None)
     tmp = temp_beside(args.output, args.output.suffix)

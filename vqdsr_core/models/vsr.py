@@ -94,6 +94,11 @@ class RecurrentVSRNet(nn.Module):
     times on the first window, outputs discarded, so the first frame is made from a state that has seen it
     instead of from zeros. A zero state makes the first frames of every clip and scene differ from the steady
     state (still-shot flicker that decays over about three frames); priming costs ``prime_steps`` cells per reset.
+
+    ``single_frame`` (not in the references): every frame is made alone, from a zero state on the window
+    (LR[t], LR[t], LR[t]), in training and inference alike; the same weights, at the same cost per frame. At CPU
+    scale the neighbours and the state gained nothing on held-out art and made held drawings shimmer
+    (bench/QUALITY.md, session 10), so a weight file can ask to be run this way.
     """
 
     def __init__(
@@ -102,6 +107,7 @@ class RecurrentVSRNet(nn.Module):
         num_block: tuple[int, int, int] = (5, 3, 2),
         feedback: bool = False,
         prime_steps: int = 0,
+        single_frame: bool = False,
     ):
         super().__init__()
         if not 0 <= int(prime_steps) <= 8:
@@ -109,6 +115,9 @@ class RecurrentVSRNet(nn.Module):
         self.num_feat = num_feat
         self.feedback = feedback
         self.prime_steps = int(prime_steps)
+        if not isinstance(single_frame, bool):
+            raise ValueError(f"RecurrentVSRNet: single_frame must be True or False, got {single_frame!r}")
+        self.single_frame = single_frame
         in_ch = 9 + num_feat + (3 * SCALE * SCALE if feedback else 0)
         self.trunk = RightAlignedMultiScaleTrunk(in_ch, 3 * SCALE * SCALE + num_feat, num_feat, tuple(num_block))
 
@@ -141,6 +150,11 @@ class RecurrentVSRNet(nn.Module):
             raise ValueError(f"RecurrentVSRNet.forward: expected 3 channels, got shape {tuple(clip.shape)}")
         clip, _ = pad_to_modulus(clip.flatten(0, 1), MODULUS)
         clip = clip.unflatten(0, (b, n))
+        if self.single_frame:  # (B*N, 3, h, w) frames, each from a zero state on (LR_t, LR_t, LR_t)
+            frames = clip.flatten(0, 1)
+            state, prev_sr = self.init_state(frames)
+            sr, _ = self.cell(frames, frames, frames, state, prev_sr)
+            return sr.unflatten(0, (b, n))[..., : h * SCALE, : w * SCALE]
         state, prev_sr = self.init_state(clip[:, 0])
         first = (clip[:, 0], clip[:, 0], clip[:, min(1, n - 1)])  # the first step's window
         for _ in range(self.prime_steps):

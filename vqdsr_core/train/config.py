@@ -62,7 +62,7 @@ VSR_SCHEMA: dict[str, Any] = {
         "val_frames": 7,
         "val_size": 256,  # GT crop of the validation clips
     },
-    "model": {"num_feat": 64, "num_block": [5, 3, 2], "feedback": False, "prime_steps": 0},
+    "model": {"num_feat": 64, "num_block": [5, 3, 2], "feedback": False, "prime_steps": 0, "single_frame": False},
     "degrade": {OPEN: True},  # keyword arguments of degrade.pipeline.DegradationConfig
     "net": {
         "batch_size": 4,

@@ -183,7 +183,8 @@ class VSRTask:
         self.deg_cfg = degradation_config(cfg, stage)
         m = cfg["model"]
         arch = "animesr_vsr" if m.feedback else "vqdsr_vsr"
-        model_cfg = {"num_feat": m.num_feat, "num_block": list(m.num_block), "prime_steps": m.prime_steps}
+        model_cfg = {"num_feat": m.num_feat, "num_block": list(m.num_block), "prime_steps": m.prime_steps,
+                     "single_frame": m.single_frame}  # fmt: skip
         torch.manual_seed(cfg["run"].seed)
         self.g = build_model(arch, model_cfg).to(dev)
         if st.init:
