@@ -277,7 +277,7 @@ def test_priming_is_kept_by_weight_files_and_calms_a_cold_start(tmp_path, cartoo
     from vqdsr_core.weights import resolve_weights
 
     model, info = load_model(resolve_weights(None, "vsr"), arch="vqdsr_vsr")  # the bundled default
-    cfg = {**info.config, "prime_steps": 3}
+    cfg = {**info.config, "prime_steps": 3, "single_frame": False}  # priming is for recurrent runs
     save_weights(tmp_path / "primed.safetensors", model, arch="vqdsr_vsr", config=cfg)
     primed = load_model(tmp_path / "primed.safetensors", arch="vqdsr_vsr")[0]
     assert primed.prime_steps == 3 and model.prime_steps == info.config.get("prime_steps", 0)
@@ -287,7 +287,7 @@ def test_priming_is_kept_by_weight_files_and_calms_a_cold_start(tmp_path, cartoo
         out = upscale_frames(SequentialUpscaler(m), still)
         return float((out[1] - out[0]).abs().mean())
 
-    plain = RecurrentVSRNet(**{k: v for k, v in info.config.items() if k != "prime_steps"})
+    plain = RecurrentVSRNet(**{k: v for k, v in info.config.items() if k not in ("prime_steps", "single_frame")})
     plain.load_state_dict(model.state_dict())
     assert first_change(primed) < 0.25 * first_change(plain)
 
@@ -308,7 +308,7 @@ def test_single_frame_makes_every_frame_alone_in_any_order(cartoon_tensor, feedb
         state, prev_sr = model.init_state(padded)
         with torch.no_grad():
             sr = model.cell(padded, padded, padded, state, prev_sr)[0]
-        alone.append(sr[0, :, : 72, : 88].clamp(0, 1))
+        alone.append(sr[0, :, :72, :88].clamp(0, 1))
     linear = upscale_frames(up, clip)
     shuffled = {t: up.step(clip[(t + 2) % 4], clip[t], clip[(t + 3) % 4])[0] for t in (3, 1, 0, 2)}
     with torch.no_grad():
