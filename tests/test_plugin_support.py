@@ -154,15 +154,18 @@ def parse_y4m(data: bytes) -> tuple[dict[str, str], list[np.ndarray]]:
     return fields, frames
 
 
-def seek_decay(weights: Path, frames: np.ndarray, starts: tuple[int, ...], max_dist: int) -> list[float]:
+def seek_decay(
+    weights: Path, frames: np.ndarray, starts: tuple[int, ...], max_dist: int, single_frame: bool | None = None
+) -> list[float]:
     """Mean PSNR (dB) of a cold start at s vs the linear pass, by warm-up length d = t - s (d = 0..max_dist).
 
-    A seek to frame n with ``warmup=W`` starts cold at n - W, so its error is this curve at d = W.
+    A seek to frame n with ``warmup=W`` starts cold at n - W, so its error is this curve at d = W. ``single_frame``
+    as in ``SequentialUpscaler`` (None: as the file says; a single-frame run is exact at every d).
     """
     from vqdsr_core.inference import SequentialUpscaler, upscale_frames
     from vqdsr_core.weights import load_model
 
-    up = SequentialUpscaler(load_model(weights)[0])
+    up = SequentialUpscaler(load_model(weights)[0], single_frame=single_frame)
     x = list(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255)
     linear = upscale_frames(up, x)
     by_dist: list[list[float]] = [[] for _ in range(max_dist + 1)]
@@ -209,7 +212,7 @@ def video_frames(path: Path, n: int) -> np.ndarray:
     return np.stack([(f.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for f in frames])
 
 
-if __name__ == "__main__":  # measurements quoted in the README: python tests/test_plugin_support.py PATH [VIDEO]
+if __name__ == "__main__":  # the README's measurements: python tests/test_plugin_support.py PATH [VIDEO [recurrent]]
     import hashlib
     import logging
 
@@ -219,9 +222,11 @@ if __name__ == "__main__":  # measurements quoted in the README: python tests/te
         starts, max_dist = (8, 16), 16
         frames = video_frames(Path(sys.argv[2]), max(starts) + max_dist + 1)
         digest = hashlib.sha256(trained.read_bytes()).hexdigest()
-        curve = seek_decay(trained, frames, starts=starts, max_dist=max_dist)
+        recurrent = sys.argv[3:] == ["recurrent"]  # a single-frame file run recurrently (single_frame=False)
+        curve = seek_decay(trained, frames, starts=starts, max_dist=max_dist, single_frame=False if recurrent else None)
         size = f"{frames.shape[2]}x{frames.shape[1]}"
-        print(f"{trained.name} sha256 {digest[:12]}, {sys.argv[2]} {size}, cold starts at frames {starts}, fp32 CPU")
+        run = "recurrent" if recurrent else "as the file says"
+        print(f"{trained.name} sha256 {digest[:12]}, {sys.argv[2]} {size}, cold starts at {starts}, fp32 CPU, {run}")
         print("PSNR by warm-up length:", {d: round(p, 1) for d, p in enumerate(curve)})
         sys.exit(0)
     if not trained.is_file():
