@@ -130,6 +130,26 @@ def test_luma_difference():
     assert luma_difference(a, g) == pytest.approx(0.7152, abs=1e-6)
 
 
+@pytest.mark.parametrize(("flag", "want"), [([], None), (["--single-frame"], True), (["--no-single-frame"], False)])
+def test_cli_upscale_passes_single_frame(tmp_path, cartoon, monkeypatch, flag, want):
+    from test_plugin_support import make_h264
+
+    from vqdsr_core.cli import main
+
+    src = make_h264(tmp_path / "in.mp4", cartoon(2, 16, 16, seed=3))
+    weights = save_weights(tmp_path / "w.safetensors", tiny(), arch="vqdsr_vsr", config=_tiny_config())
+    seen = []
+    real = SequentialUpscaler.from_weights.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen.append(kwargs.get("single_frame", "missing"))
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(SequentialUpscaler, "from_weights", classmethod(spy))
+    assert main(["upscale", str(src), str(tmp_path / "o.mkv"), "--weights", str(weights), "--no-progress", *flag]) == 0
+    assert seen == [want]
+
+
 def test_cli_upscale_file_to_file(tmp_path, cartoon):
     import av
     from test_plugin_support import make_h264
