@@ -149,6 +149,7 @@ class SequentialUpscaler:
         self.size: tuple[int, int] | None = None  # (h, w) of the LR frames
         self.state: Tensor | None = None
         self.prev_sr: Tensor | None = None
+        self.zero: tuple[Tensor, Tensor | None] | None = None  # single-frame runs: the zero start, made once per size
         self.frames_since_reset = 0
 
     @classmethod
@@ -250,12 +251,15 @@ class SequentialUpscaler:
         """
         if not prepared:
             prev, cur, nxt = (self.prepare(x) for x in (prev, cur, nxt))
-        if self.single_frame:
+        if self.single_frame:  # every frame from the same zero start (the cell never writes into its inputs)
             prev = nxt = cur
-            self.state = None
-        if self.state is None:
+            if self.zero is None or self.zero[0].shape[-2:] != cur.shape[-2:]:
+                self._init_state(cur)
+                self.zero = (self.state, self.prev_sr)
+            self.state, self.prev_sr = self.zero
+        elif self.state is None:
             self._init_state(cur)
-            for _ in range(0 if self.single_frame else self.prime_steps):  # the state sees the first window first
+            for _ in range(self.prime_steps):  # RecurrentVSRNet.prime_steps: the state sees the first window first
                 self._advance(prev, cur, nxt)
         sr = self._advance(prev, cur, nxt)
         self.frames_since_reset += 1
