@@ -286,3 +286,39 @@ def test_held_frames_animate_on_twos_and_threes():
     assert torch.equal(held_frames(hr, 5, 1.0), held_frames(hr, 5, 1.0))  # seeded
     frac = sum(held_frames(hr, s, 0.5) is not hr for s in range(400)) / 400
     assert 0.4 < frac < 0.6
+
+
+def test_crop_pair_cuts_the_same_spot_from_lr_and_hr():
+    from vqdsr_core.train.vsr import crop_pair
+
+    hr = torch.rand(3, 3, 64, 48)
+    lr = torch.nn.functional.avg_pool2d(hr, 4)  # (3, 3, 16, 12): each LR pixel is the mean of its 4x4 HR block
+    spots = set()
+    for seed in range(30):
+        lc, hc, extra = crop_pair(lr, hr, 32, seed, hr * 2)
+        assert lc.shape == (3, 3, 8, 8) and hc.shape == extra.shape == (3, 3, 32, 32)
+        torch.testing.assert_close(torch.nn.functional.avg_pool2d(hc, 4), lc)  # aligned to the scale
+        torch.testing.assert_close(extra, hc * 2)  # the extra tensor is cut at the same spot
+        spots.add(hc[0, 0, 0, 0].item())
+    assert len(spots) > 10  # varied spots
+    assert torch.equal(crop_pair(lr, hr, 32, 3)[1], crop_pair(lr, hr, 32, 3)[1])  # seeded
+    with pytest.raises(ValueError, match="crop_pair: a 30 HR crop needs a multiple of 4"):
+        crop_pair(lr, hr, 30, 0)
+    with pytest.raises(ValueError, match="crop_pair: a 64 HR crop"):
+        crop_pair(lr, hr, 64, 0)
+
+
+def test_net_stage_degrades_a_larger_crop_then_trains_on_gt_size(setup):
+    from vqdsr_core.train.config import load_config
+    from vqdsr_core.train.loop import Env
+    from vqdsr_core.train.vsr import VSRTask
+
+    tmp, cfg = setup
+    run = tmp / "dsz"
+    assert train(cfg, run, "--stage", "net", "--set", "data.degrade_size=48", "--set", "net.total_iter=2") == 0
+    assert len(losses(run)) == 2
+    task = VSRTask(load_config(cfg, "vsr", ["data.degrade_size=48"]), "net", Env(0, 1, 0, torch.device("cpu"), None))
+    item = task.dataset()[5]
+    assert item["lr"].shape == (3, 3, 8, 8) and item["hr"].shape == item["gt_usm"].shape == (3, 3, 32, 32)
+    assert train(cfg, tmp / "dsz_bad", "--stage", "net", "--set", "data.degrade_size=46") == 2
+    assert train(cfg, tmp / "dsz_small", "--stage", "net", "--set", "data.degrade_size=16") == 2

@@ -55,6 +55,7 @@ VSR_SCHEMA: dict[str, Any] = {
         "val": "",  # held-out root; "" = no validation
         "num_frame": 15,
         "gt_size": 256,
+        "degrade_size": 0,  # HR crop degraded whole, then cropped to gt_size (train.vsr.crop_pair); 0 = gt_size
         "intervals": [1, 2, 3],
         "still_prob": 0.0,  # probability that a training clip's motion stops (train.vsr.still_stretch)
         "hold_prob": 0.0,  # probability that a training clip is animated on twos/threes (train.vsr.held_frames)

@@ -69,6 +69,24 @@ def held_frames(hr: Tensor, seed: int, prob: float) -> Tensor:
     return hr[idx].contiguous()
 
 
+def crop_pair(lr: Tensor, hr: Tensor, size: int, seed: int, *extra: Tensor) -> tuple[Tensor, ...]:
+    """One random ``size`` HR crop (a multiple of the scale) of a degraded pair, the same spot in every frame:
+    (N, 3, h, w) LR and (N, 3, s*h, s*w) HR [and more HR-sized tensors] -> (LR crop, HR crop, ...).
+
+    The degradations ran on the larger crop first, so the codec and blur saw a real frame's context (macroblocks
+    beyond the crop, motion into it) rather than a clip as small as the net's training crop."""
+    scale = hr.shape[-1] // lr.shape[-1]
+    h, w = lr.shape[-2:]
+    if size % scale or size // scale > min(h, w):
+        raise ValueError(f"crop_pair: a {size} HR crop needs a multiple of {scale} within the {w}x{h} LR, got {size}")
+    c = size // scale
+    rng = np.random.default_rng([seed, 13])
+    top, left = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
+    out = [lr[..., top : top + c, left : left + c]]
+    out += [t[..., top * scale : (top + c) * scale, left * scale : (left + c) * scale] for t in (hr, *extra)]
+    return tuple(t.contiguous() for t in out)
+
+
 def lpips_frame_index(n: int, k: int) -> Tensor | slice:
     """The frames of an ``n``-frame output clip that the LPIPS loss scores: ``k`` of them, drawn without replacement
     from torch's global RNG (checkpointed, so a resumed run draws the same) and sorted; all when ``k`` is 0 or >= n.
@@ -112,9 +130,11 @@ class VSRPairs(Dataset):
         usm: dict | None,
         still_prob: float = 0.0,
         hold_prob: float = 0.0,
+        net_crop: int = 0,
     ):
         self.clips, self.seed, self.deg_cfg, self.vqgan_path = clips, seed, deg_cfg, vqgan
         self.vq_in_main, self.usm, self.still_prob, self.hold_prob = vq_in_main, usm, still_prob, hold_prob
+        self.net_crop = net_crop  # > 0: the clips are degraded whole, then cropped to this (crop_pair)
         self.order = EpochShuffle(len(clips), seed)
         self._vqgan: torch.nn.Module | None = None
 
@@ -136,6 +156,8 @@ class VSRPairs(Dataset):
             if self.vqgan_path and self._vqgan is None:
                 self._vqgan = load_vqgan(self.vqgan_path)
             lr, hr, _ = make_pair(hr, seed, self.deg_cfg, vqgan=self._vqgan)
+            if self.net_crop:
+                lr, hr = crop_pair(lr, hr, self.net_crop, seed)
             out.update(lr=lr, hr=hr)
         if self.usm is not None:
             from ..losses import usm_sharpen
@@ -255,11 +277,24 @@ class VSRTask:
         from ..data.clips import ClipDataset
 
         d, seed = self.cfg["data"], self.cfg["run"].seed
-        clips = ClipDataset(d.train, num_frame=d.num_frame, crop=d.gt_size, intervals=tuple(d.intervals), seed=seed)
+        if d.degrade_size:
+            scale = self.deg_cfg.scale
+            if d.degrade_size < d.gt_size or d.degrade_size % scale:
+                raise ValueError(
+                    f"config: data.degrade_size must be 0 or a multiple of {scale} >= data.gt_size ({d.gt_size}), "
+                    f"got {d.degrade_size!r}"
+                )
+            if self.vq_in_main:
+                raise ValueError("config: data.degrade_size needs the degradation in the data workers (run.vq_device)")
+        crop = d.degrade_size or d.gt_size
+        clips = ClipDataset(d.train, num_frame=d.num_frame, crop=crop, intervals=tuple(d.intervals), seed=seed)
         usm = None
         if self.stage == "net" and self.st.usm:
             usm = {"weight": self.st.usm_weight, "radius": self.st.usm_radius, "threshold": self.st.usm_threshold}
-        return VSRPairs(clips, seed, self.deg_cfg, self.vqgan_path, self.vq_in_main, usm, d.still_prob, d.hold_prob)
+        net_crop = d.gt_size if d.degrade_size else 0
+        return VSRPairs(
+            clips, seed, self.deg_cfg, self.vqgan_path, self.vq_in_main, usm, d.still_prob, d.hold_prob, net_crop
+        )
 
     def _lr(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         dev = self.env.device
