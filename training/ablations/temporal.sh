@@ -6,7 +6,7 @@
 #   INIT (the start: the bundled default; session 5's rows started from commit 551e866's file), VQGAN (the degrader
 #   of gan_td4_vq: the bundled one)
 set -euo pipefail
-rows="l1 td still_td pp percep_td old_td old_percep_td old_td_holds old_td4_holds old_td_nousm nousm_holds nousm_td4_holds nousm_td8_holds7 nousm_td16_holds9 nousm_td8_holds7_lpips nousm_td8_holds7_lpips03 nousm_td16_holds9_lpips03 nousm_td8_holds7_lpips03_f2 nousm_td8_holds7_lpips03_f2_hw4 nousm_td8_holds7_lpips03_f2_hw2 nousm_td8_holds7_lpips03_f2_hw16 nousm_td8_holds7_lpips03_f2_single nousm_td8_holds7_lpips03_f2_single_clean nousm_td8_holds7_lpips03_f2_single_clean25 nousm_td4_holds7_lpips03_f2_single_clean nousm_td16_holds7_lpips03_f2_single_clean nousm_td4_holds_percep gan gan_td gan_td4_vq gan_td4_vq_lock gan_td4_basic"
+rows="l1 td still_td pp percep_td old_td old_percep_td old_td_holds old_td4_holds old_td_nousm nousm_holds nousm_td4_holds nousm_td8_holds7 nousm_td16_holds9 nousm_td8_holds7_lpips nousm_td8_holds7_lpips03 nousm_td16_holds9_lpips03 nousm_td8_holds7_lpips03_f2 nousm_td8_holds7_lpips03_f2_hw4 nousm_td8_holds7_lpips03_f2_hw2 nousm_td8_holds7_lpips03_f2_hw16 nousm_td8_holds7_lpips03_f2_single nousm_td8_holds7_lpips03_f2_single_clean nousm_td8_holds7_lpips03_f2_single_clean25 nousm_td4_holds7_lpips03_f2_single_clean nousm_td16_holds7_lpips03_f2_single_clean nousm_td8_holds7_lpips03_f2_single_clean_dsz256 nousm_td8_holds7_lpips03_f2_single_clean_nf3b8 nousm_td4_holds_percep gan gan_td gan_td4_vq gan_td4_vq_lock gan_td4_basic"
 cd "$(dirname "$0")/../.."
 steps=${STEPS:-600}; threads=${THREADS:-2}; out=${OUT:-runs/abl}; data=${DATA:-data/hr_clips}; val=${VAL:-data/hr_val}
 init=${INIT:-vqdsr_core/weights_bundled/vqdsr_vsr_default.safetensors}
@@ -52,6 +52,11 @@ for row in "$@"; do
         nousm_td4_holds7_lpips03_f2_single_clean) stage=net; set_=(--set net.temporal_weight=4.0 "${old_media[@]}" --set net.usm=false --set data.hold_prob=0.7 --set net.lpips_weight=0.3 --set net.lpips_frames=2 --set model.single_frame=true --set degrade.blur_prob=0.5 --set degrade.noise_prob=0.5) ;;
         # session 11: the other side of td4: temporal weight 16 in single-frame training
         nousm_td16_holds7_lpips03_f2_single_clean) stage=net; set_=(--set net.temporal_weight=16.0 "${old_media[@]}" --set net.usm=false --set data.hold_prob=0.7 --set net.lpips_weight=0.3 --set net.lpips_frames=2 --set model.single_frame=true --set degrade.blur_prob=0.5 --set degrade.noise_prob=0.5) ;;
+        # session 11: the shipped recipe with each clip degraded as a 256 crop (LR 64x64), then cut to the 128 crop
+        nousm_td8_holds7_lpips03_f2_single_clean_dsz256) stage=net; set_=(--set net.temporal_weight=8.0 "${old_media[@]}" --set net.usm=false --set data.hold_prob=0.7 --set net.lpips_weight=0.3 --set net.lpips_frames=2 --set model.single_frame=true --set degrade.blur_prob=0.5 --set degrade.noise_prob=0.5 --set data.degrade_size=256) ;;
+        # session 11: a single-frame net gains nothing from 7-frame clips: 8 clips of 3 frames per step instead of
+        # 4 of 7 (24 frames instead of 28; LPIPS on 1 frame of each clip, 8 per step as before)
+        nousm_td8_holds7_lpips03_f2_single_clean_nf3b8) stage=net; set_=(--set net.temporal_weight=8.0 "${old_media[@]}" --set net.usm=false --set data.hold_prob=0.7 --set net.lpips_weight=0.3 --set net.lpips_frames=1 --set model.single_frame=true --set degrade.blur_prob=0.5 --set degrade.noise_prob=0.5 --set data.num_frame=3 --set net.batch_size=8) ;;
         nousm_td16_holds9) stage=net; set_=(--set net.temporal_weight=16.0 "${old_media[@]}" --set net.usm=false --set data.hold_prob=0.9) ;;
         nousm_td4_holds_percep) stage=net; set_=(--set net.temporal_weight=4.0 "${old_media[@]}" --set net.usm=false --set data.hold_prob=0.5 --set net.perceptual_weight=0.2) ;;
         old_percep_td) stage=net; set_=(--set net.temporal_weight=1.0 "${old_media[@]}" --set net.perceptual_weight=1.0) ;;
