@@ -69,9 +69,9 @@ def held_frames(hr: Tensor, seed: int, prob: float) -> Tensor:
     return hr[idx].contiguous()
 
 
-def crop_pair(lr: Tensor, hr: Tensor, size: int, seed: int, *extra: Tensor) -> tuple[Tensor, ...]:
+def crop_pair(lr: Tensor, hr: Tensor, size: int, seed: int) -> tuple[Tensor, Tensor]:
     """One random ``size`` HR crop (a multiple of the scale) of a degraded pair, the same spot in every frame:
-    (N, 3, h, w) LR and (N, 3, s*h, s*w) HR [and more HR-sized tensors] -> (LR crop, HR crop, ...).
+    (N, 3, h, w) LR and (N, 3, s*h, s*w) HR -> (LR crop, HR crop).
 
     The degradations ran on the larger crop first, so the codec and blur saw a real frame's context (macroblocks
     beyond the crop, motion into it) rather than a clip as small as the net's training crop."""
@@ -82,9 +82,9 @@ def crop_pair(lr: Tensor, hr: Tensor, size: int, seed: int, *extra: Tensor) -> t
     c = size // scale
     rng = np.random.default_rng([seed, 13])
     top, left = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
-    out = [lr[..., top : top + c, left : left + c]]
-    out += [t[..., top * scale : (top + c) * scale, left * scale : (left + c) * scale] for t in (hr, *extra)]
-    return tuple(t.contiguous() for t in out)
+    lr = lr[..., top : top + c, left : left + c]
+    hr = hr[..., top * scale : (top + c) * scale, left * scale : (left + c) * scale]
+    return lr.contiguous(), hr.contiguous()
 
 
 def lpips_frame_index(n: int, k: int) -> Tensor | slice:
