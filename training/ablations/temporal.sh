@@ -18,6 +18,10 @@ common=(--set "data.train=[\"$data\"]" --set "data.val=\"$val\"" --set run.threa
 old_media=(--set 'degrade.codecs=["h264","mpeg2","mpeg4"]' --set 'degrade.codec_probs=[0.5,0.3,0.2]'
            --set 'degrade.codec_qscale=[3,16]' --set 'degrade.codec_generations=[1,2]'
            --set 'degrade.analog_probs={composite=0.3,ringing=0.2,chroma_bleed=0.2,aliasing=0.1}')
+# the session-10 recipe (nousm_td8_holds7_lpips03_f2_single_clean) without its temporal weight: the base of the
+# single-frame rows of sessions 10 and 11 (a later --set of the same key wins)
+single_clean=("${old_media[@]}" --set net.usm=false --set data.hold_prob=0.7 --set net.lpips_weight=0.3
+              --set net.lpips_frames=2 --set model.single_frame=true --set degrade.blur_prob=0.5 --set degrade.noise_prob=0.5)
 for row in "$@"; do
     case $row in
         l1)        stage=net; set_=() ;;
@@ -47,17 +51,17 @@ for row in "$@"; do
         # (t, t, t), as the exported file then runs), and that with half (clean) or three quarters (clean25) of the clips free
         # of HR blur and noise (clean downscales then a codec, as web video is)
         nousm_td8_holds7_lpips03_f2_single) stage=net; set_=(--set net.temporal_weight=8.0 "${old_media[@]}" --set net.usm=false --set data.hold_prob=0.7 --set net.lpips_weight=0.3 --set net.lpips_frames=2 --set model.single_frame=true) ;;
-        nousm_td8_holds7_lpips03_f2_single_clean) stage=net; set_=(--set net.temporal_weight=8.0 "${old_media[@]}" --set net.usm=false --set data.hold_prob=0.7 --set net.lpips_weight=0.3 --set net.lpips_frames=2 --set model.single_frame=true --set degrade.blur_prob=0.5 --set degrade.noise_prob=0.5) ;;
-        nousm_td8_holds7_lpips03_f2_single_clean25) stage=net; set_=(--set net.temporal_weight=8.0 "${old_media[@]}" --set net.usm=false --set data.hold_prob=0.7 --set net.lpips_weight=0.3 --set net.lpips_frames=2 --set model.single_frame=true --set degrade.blur_prob=0.25 --set degrade.noise_prob=0.25) ;;
-        nousm_td4_holds7_lpips03_f2_single_clean) stage=net; set_=(--set net.temporal_weight=4.0 "${old_media[@]}" --set net.usm=false --set data.hold_prob=0.7 --set net.lpips_weight=0.3 --set net.lpips_frames=2 --set model.single_frame=true --set degrade.blur_prob=0.5 --set degrade.noise_prob=0.5) ;;
+        nousm_td8_holds7_lpips03_f2_single_clean) stage=net; set_=(--set net.temporal_weight=8.0 "${single_clean[@]}") ;;
+        nousm_td8_holds7_lpips03_f2_single_clean25) stage=net; set_=(--set net.temporal_weight=8.0 "${single_clean[@]}" --set degrade.blur_prob=0.25 --set degrade.noise_prob=0.25) ;;
+        nousm_td4_holds7_lpips03_f2_single_clean) stage=net; set_=(--set net.temporal_weight=4.0 "${single_clean[@]}") ;;
         # session 11: the other side of td4: temporal weight 16 / 32 in single-frame training
-        nousm_td16_holds7_lpips03_f2_single_clean) stage=net; set_=(--set net.temporal_weight=16.0 "${old_media[@]}" --set net.usm=false --set data.hold_prob=0.7 --set net.lpips_weight=0.3 --set net.lpips_frames=2 --set model.single_frame=true --set degrade.blur_prob=0.5 --set degrade.noise_prob=0.5) ;;
+        nousm_td16_holds7_lpips03_f2_single_clean) stage=net; set_=(--set net.temporal_weight=16.0 "${single_clean[@]}") ;;
+        nousm_td32_holds7_lpips03_f2_single_clean) stage=net; set_=(--set net.temporal_weight=32.0 "${single_clean[@]}") ;;
         # session 11: the shipped recipe with each clip degraded as a 256 crop (LR 64x64), then cut to the 128 crop
-        nousm_td8_holds7_lpips03_f2_single_clean_dsz256) stage=net; set_=(--set net.temporal_weight=8.0 "${old_media[@]}" --set net.usm=false --set data.hold_prob=0.7 --set net.lpips_weight=0.3 --set net.lpips_frames=2 --set model.single_frame=true --set degrade.blur_prob=0.5 --set degrade.noise_prob=0.5 --set data.degrade_size=256) ;;
+        nousm_td8_holds7_lpips03_f2_single_clean_dsz256) stage=net; set_=(--set net.temporal_weight=8.0 "${single_clean[@]}" --set data.degrade_size=256) ;;
         # session 11: a single-frame net gains nothing from 7-frame clips: 8 clips of 3 frames per step instead of
         # 4 of 7 (24 frames instead of 28; LPIPS on 1 frame of each clip, 8 per step as before)
-        nousm_td8_holds7_lpips03_f2_single_clean_nf3b8) stage=net; set_=(--set net.temporal_weight=8.0 "${old_media[@]}" --set net.usm=false --set data.hold_prob=0.7 --set net.lpips_weight=0.3 --set net.lpips_frames=1 --set model.single_frame=true --set degrade.blur_prob=0.5 --set degrade.noise_prob=0.5 --set data.num_frame=3 --set net.batch_size=8) ;;
-        nousm_td32_holds7_lpips03_f2_single_clean) stage=net; set_=(--set net.temporal_weight=32.0 "${old_media[@]}" --set net.usm=false --set data.hold_prob=0.7 --set net.lpips_weight=0.3 --set net.lpips_frames=2 --set model.single_frame=true --set degrade.blur_prob=0.5 --set degrade.noise_prob=0.5) ;;
+        nousm_td8_holds7_lpips03_f2_single_clean_nf3b8) stage=net; set_=(--set net.temporal_weight=8.0 "${single_clean[@]}" --set net.lpips_frames=1 --set data.num_frame=3 --set net.batch_size=8) ;;
         nousm_td16_holds9) stage=net; set_=(--set net.temporal_weight=16.0 "${old_media[@]}" --set net.usm=false --set data.hold_prob=0.9) ;;
         nousm_td4_holds_percep) stage=net; set_=(--set net.temporal_weight=4.0 "${old_media[@]}" --set net.usm=false --set data.hold_prob=0.5 --set net.perceptual_weight=0.2) ;;
         old_percep_td) stage=net; set_=(--set net.temporal_weight=1.0 "${old_media[@]}" --set net.perceptual_weight=1.0) ;;
